@@ -1,0 +1,62 @@
+"""fedsilo: train one model on data that never leaves its silo.
+
+The public API is what ``__all__`` lists. ``import fedsilo`` loads neither torch, grpc nor ray.
+"""
+
+from fedsilo.arrays import ArrayDict, Layout, WeightedSum, from_bytes, load_file, save_file, to_bytes
+from fedsilo.client.base import Client, TrainSettings
+from fedsilo.client.metrics import classification_metrics
+from fedsilo.client.numpy import NumpyClient
+from fedsilo.data.loaders import load_split
+from fedsilo.errors import (
+    ConfigError,
+    DataError,
+    FedsiloError,
+    PlanError,
+    RoundFailed,
+    TaskError,
+    UpdateRejected,
+)
+from fedsilo.experiment.config import ExperimentConfig, load_config
+from fedsilo.experiment.plan import build_plan
+from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.runtime.runner import run_experiment
+from fedsilo.strategy.base import Sampling, Strategy, StrategyState
+from fedsilo.strategy.fedavg import FedAvg
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArrayDict",
+    "Client",
+    "ConfigError",
+    "DataError",
+    "EvaluateIns",
+    "EvaluateRes",
+    "ExperimentConfig",
+    "Failure",
+    "FedAvg",
+    "FedsiloError",
+    "FitIns",
+    "FitRes",
+    "Layout",
+    "NumpyClient",
+    "PlanError",
+    "RoundFailed",
+    "Sampling",
+    "Strategy",
+    "StrategyState",
+    "TaskError",
+    "TrainSettings",
+    "UpdateRejected",
+    "WeightedSum",
+    "build_plan",
+    "classification_metrics",
+    "from_bytes",
+    "load_config",
+    "load_file",
+    "load_split",
+    "run_experiment",
+    "save_file",
+    "to_bytes",
+]

@@ -1,0 +1,5 @@
+"""``python -m fedsilo`` runs the CLI."""
+
+from fedsilo.cli import main
+
+main()

@@ -1,0 +1,138 @@
+"""Model parameters as named numpy arrays, and the one byte format they travel in.
+
+An ``ArrayDict`` is an ordered ``name -> numpy array`` mapping (a plain ``dict``): arrays are
+matched by name, never by position. Anything written to disk or sent over a wire is safetensors
+bytes (no pickle). Inside one machine, :class:`Layout` places arrays in a flat buffer (shared
+memory) so that a model can be broadcast once and read as zero-copy views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import safetensors.numpy as st
+
+ArrayDict = dict[str, np.ndarray]
+
+
+def to_bytes(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Serialize to safetensors bytes (the wire format)."""
+    return st.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=dict(metadata or {}))
+
+
+def from_bytes(data: bytes) -> ArrayDict:
+    """Parse safetensors bytes; order follows the byte layout, which ``to_bytes`` keeps sorted."""
+    return dict(st.load(data))
+
+
+def save_file(arrays: Mapping[str, np.ndarray], path: Path, metadata: Mapping[str, str] | None = None) -> None:
+    """Write arrays to ``path`` atomically, so that a crash never leaves half a checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    st.save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=dict(metadata or {}))
+    tmp.replace(path)
+
+
+def load_file(path: Path) -> ArrayDict:
+    return dict(st.load_file(str(path)))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The string metadata stored in a safetensors file's header."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        return dict(f.metadata() or {})
+
+
+def num_bytes(arrays: Mapping[str, np.ndarray]) -> int:
+    return sum(int(a.nbytes) for a in arrays.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ArraySpec:
+    """What an array must look like: the contract a received update is checked against."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def spec_of(arrays: Mapping[str, np.ndarray]) -> dict[str, ArraySpec]:
+    return {k: ArraySpec(tuple(int(d) for d in v.shape), str(v.dtype)) for k, v in arrays.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where each named array lives in one flat buffer (offsets aligned to 64 bytes)."""
+
+    names: tuple[str, ...]
+    specs: tuple[ArraySpec, ...]
+    offsets: tuple[int, ...]
+    size: int
+
+    @classmethod
+    def of(cls, arrays: Mapping[str, np.ndarray]) -> Layout:
+        names, specs, offsets, pos = [], [], [], 0
+        for name, spec in spec_of(arrays).items():
+            names.append(name)
+            specs.append(spec)
+            offsets.append(pos)
+            nbytes = int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+            pos += (nbytes + 63) // 64 * 64
+        return cls(tuple(names), tuple(specs), tuple(offsets), max(pos, 64))
+
+    def view(self, buffer: memoryview | bytearray) -> ArrayDict:
+        """Zero-copy arrays over ``buffer``; they are valid only while the buffer is."""
+        out: ArrayDict = {}
+        for name, spec, off in zip(self.names, self.specs, self.offsets, strict=True):
+            count = int(np.prod(spec.shape, dtype=np.int64))
+            out[name] = np.frombuffer(buffer, dtype=spec.dtype, count=count, offset=off).reshape(spec.shape)
+        return out
+
+    def write(self, arrays: Mapping[str, np.ndarray], buffer: memoryview | bytearray) -> None:
+        """Copy ``arrays`` into ``buffer``; the caller has already checked them against the specs."""
+        for name, dst in self.view(buffer).items():
+            np.copyto(dst, arrays[name], casting="no")
+
+    def spec(self) -> dict[str, ArraySpec]:
+        return dict(zip(self.names, self.specs, strict=True))
+
+
+class WeightedSum:
+    """Running weighted sum of ArrayDicts, in float64, so updates are folded in as they arrive.
+
+    Memory is one model (plus the float64 widening) whatever the number of silos. Integer weights
+    make each product exact in float64, so the result barely depends on arrival order.
+    """
+
+    def __init__(self) -> None:
+        self._sum: ArrayDict | None = None
+        self.total_weight = 0.0
+        self.count = 0
+
+    def add(self, arrays: Mapping[str, np.ndarray], weight: float) -> None:
+        if weight < 0:
+            raise ValueError("weights must be non-negative")
+        if self._sum is None:
+            self._sum = {k: np.multiply(v, weight, dtype=np.float64) for k, v in arrays.items()}
+        else:
+            for k, acc in self._sum.items():
+                acc += np.multiply(arrays[k], weight, dtype=np.float64)
+        self.total_weight += weight
+        self.count += 1
+
+    def mean(self, like: Mapping[str, np.ndarray]) -> ArrayDict:
+        """The weighted mean, cast back to the dtypes of ``like``."""
+        if self._sum is None or self.total_weight <= 0:
+            raise ValueError("no weighted updates to average")
+        out: ArrayDict = {}
+        for k, ref in like.items():
+            mean = self._sum[k] / self.total_weight
+            if np.issubdtype(ref.dtype, np.integer):
+                mean = np.rint(mean)
+            out[k] = mean.astype(ref.dtype)
+        return out
+

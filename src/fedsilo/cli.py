@@ -1,0 +1,201 @@
+"""The ``fedsilo`` command.
+
+Every fedsilo error becomes one line on stderr and the exit code its class carries: a user sees
+what went wrong and how to fix it, never a traceback (set FEDSILO_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedsilo.errors import ConfigError, FedsiloError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="fedsilo: federated learning across trust boundaries.")
+data_app = typer.Typer(no_args_is_help=True, help="Prepare datasets: find, verify and split them into per-silo folders.")
+app.add_typer(data_app, name="data")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+T = TypeVar("T")
+
+
+def _guarded(fn: Callable[[], T]) -> T:
+    """Run ``fn``; turn fedsilo errors into one line and an exit code."""
+    try:
+        return fn()
+    except FedsiloError as exc:
+        if os.environ.get("FEDSILO_DEBUG"):
+            raise
+        err.print(f"[red]error:[/red] {exc.one_line()}", soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; a run can be continued with `fedsilo run --resume RUN_DIR`")
+        raise typer.Exit(130) from None
+
+
+def _csv(value: str | None, cast: Callable[[str], Any] = str) -> list[Any] | None:
+    if value is None:
+        return None
+    try:
+        return [cast(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"cannot read {value!r} as a comma-separated list", "e.g. --sizes 2,10,20") from None
+
+
+@app.command()
+def validate(experiment: Annotated[Path, typer.Argument(help="The experiment YAML.")]) -> None:
+    """Build and check the whole plan offline (task, model, every silo's data, strategy minimums)."""
+    from fedsilo.experiment.config import load_config
+    from fedsilo.experiment.plan import build_plan
+
+    def go() -> None:
+        config, _ = load_config(experiment)
+        plan = build_plan(config)
+        table = Table(title=f"experiment '{config.name}': {len(config.silos)} silos, {config.rounds} rounds")
+        for col in ("silo", "data", "train", "test", "note"):
+            table.add_column(col)
+        for s in plan.silos:
+            table.add_row(s.name, _short(s.folder), _n(s.train_examples), _n(s.test_examples), s.note)
+        out.print(table)
+        out.print(f"task {config.task} ({plan.framework}): {plan.num_parameters:,} parameters in {plan.num_arrays} arrays")
+        out.print(f"strategy {config.strategy.name}: {plan.fit_per_round} silos train and {plan.evaluate_per_round} evaluate per round")
+        out.print(f"server test data: {config.server.data or 'none (no central evaluation)'} {_n(plan.server_test_examples)}")
+        plan.raise_if_invalid()
+        out.print("[green]valid[/green]")
+
+    _guarded(go)
+
+
+def _short(path: Path) -> str:
+    """A path relative to the current folder when it is below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _n(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+@app.command()
+def run(
+    experiment: Annotated[Path | None, typer.Argument(help="The experiment YAML (omit with --resume).")] = None,
+    rounds: Annotated[int | None, typer.Option(min=1, help="Override the number of rounds.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the seed.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder under which the run folder is made.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this run folder from its last checkpoint.")] = None,
+    baselines: Annotated[bool, typer.Option(help="Also train local-only and centralized models with the same budget.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Only one line per round.")] = False,
+) -> None:
+    """Run an experiment in simulation; writes a run folder with metrics, checkpoints and the model."""
+    from fedsilo.experiment.config import load_config
+    from fedsilo.runtime.runner import load_run_config, prepare_data, run_experiment
+    from fedsilo.tracking.console import ConsoleProgress
+
+    def go() -> None:
+        if resume is not None:
+            if experiment is not None or seed is not None or out_dir is not None:
+                raise ConfigError("--resume continues a run with its own config", "pass only --resume RUN_DIR (and optionally --rounds)")
+            config, text = load_run_config(resume, rounds)
+        elif experiment is None:
+            raise ConfigError("no experiment given", "fedsilo run EXPERIMENT.yaml, or fedsilo run --resume RUN_DIR")
+        else:
+            config, text = load_config(experiment)
+            updates = {k: v for k, v in (("rounds", rounds), ("seed", seed), ("output", out_dir)) if v is not None}
+            config = config.model_copy(update=updates)
+            report = prepare_data(config)
+            if report is not None:
+                print_split(report)
+        progress = ConsoleProgress(config.rounds, err, verbose=not quiet)
+        result = run_experiment(config, text, observers=[progress], resume=resume, baselines=baselines)
+        _print_summary(result.summary)
+
+    _guarded(go)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    final = summary.get("final") or {}
+    fed = summary.get("federated") or {}
+    if "accuracy" in final:
+        out.print(f"final test accuracy (server test set): [bold]{final['accuracy']:.4f}[/bold]"
+                  + (f"  balanced {final['balanced_accuracy']:.4f}" if "balanced_accuracy" in final else ""))
+    if "accuracy" in fed:
+        out.print(f"silos' own test sets: accuracy {fed['accuracy']:.4f}, worst silo {fed.get('worst_silo')} {fed.get('worst_accuracy', 0):.4f}")
+    base = summary.get("baselines") or {}
+    if "accuracy" in base.get("centralized", {}):
+        out.print(f"baseline centralized (pooled data): {base['centralized']['accuracy']:.4f}")
+        for silo, row in base.get("local_only", {}).items():
+            if "accuracy" in row:
+                out.print(f"baseline local-only {silo}: {row['accuracy']:.4f}")
+    if summary.get("failures"):
+        out.print(f"[yellow]{summary['failures']} silo failures during the run (see metrics.jsonl)[/yellow]")
+    out.print(f"run folder: {summary['run_dir']}  ({summary['duration_s']:.1f}s)")
+
+
+@data_app.command("split")
+def data_split(
+    source: Annotated[str, typer.Argument(help="A known dataset name (e.g. pneumoniamnist) or an .npz file.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write one sub-folder per silo into.")],
+    silos: Annotated[str, typer.Option(help="Comma-separated silo names, e.g. hospital_a,hospital_b.")],
+    method: Annotated[str, typer.Option(help="iid, dirichlet (label skew) or group (by patient/group id).")] = "iid",
+    alpha: Annotated[float, typer.Option(help="Dirichlet concentration: small = strong label skew.")] = 0.5,
+    sizes: Annotated[str | None, typer.Option(help="Relative silo sizes, e.g. 2,10,20.")] = None,
+    groups_key: Annotated[str | None, typer.Option(help="With --method group: the npz key suffix of group ids (train_<key>).")] = None,
+    test_fraction: Annotated[float, typer.Option(help="Share of each silo's data held out as its local test set.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    force: Annotated[bool, typer.Option(help="Rewrite an existing split made with other settings.")] = False,
+    data_dir: Annotated[list[Path] | None, typer.Option(help="Extra folder to look for datasets in (repeatable).")] = None,
+    download: Annotated[bool, typer.Option(help="Download the dataset from its official source if missing.")] = False,
+) -> None:
+    """Write per-silo data folders from a dataset and report what each silo received."""
+    from fedsilo.data.split import split_dataset
+
+    def go() -> None:
+        names = _csv(silos) or []
+        report = split_dataset(source, out_dir, names, method=method, alpha=alpha, sizes=_csv(sizes, float),
+                               groups_key=groups_key, test_fraction=test_fraction, seed=seed, force=force,
+                               data_dirs=data_dir, download=download)
+        print_split(report)
+
+    _guarded(go)
+
+
+def print_split(report: Any) -> None:
+    from fedsilo.data.split import format_report
+
+    rows = format_report(report)
+    table = Table(title=f"{'existing ' if report.already_existed else ''}split of {Path(str(report.source)).name} in {report.out}")
+    for col in rows[0]:
+        table.add_column(str(col))
+    for row in rows[1:]:
+        table.add_row(*[str(c) for c in row])
+    out.print(table)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="A known dataset name, e.g. pneumoniamnist.")],
+    download: Annotated[bool, typer.Option(help="Download it from its official source if missing.")] = False,
+    data_dir: Annotated[list[Path] | None, typer.Option(help="Extra folder to look in (repeatable).")] = None,
+) -> None:
+    """Find a dataset in the data directories, verify its checksum, and print its path."""
+    from fedsilo.data.datasets import find_dataset
+
+    _guarded(lambda: out.print(str(find_dataset(name, data_dirs=data_dir, download=download))))
+
+
+def main() -> None:
+    app(prog_name="fedsilo")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Clients: train and evaluate a model on one silo's data, framework by framework."""

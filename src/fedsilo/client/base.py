@@ -1,0 +1,52 @@
+"""The client interface every framework adapter implements, and the settings it trains with.
+
+A client holds one silo's model object and data between rounds; only parameters move. It does
+not know whether it is simulated or deployed, nor which strategy the server runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from fedsilo.arrays import ArrayDict
+from fedsilo.messages import Config
+
+
+class Client(Protocol):
+    def get_parameters(self) -> ArrayDict:
+        """The current local model, named arrays."""
+
+    def fit(self, parameters: ArrayDict, config: Config) -> tuple[ArrayDict, int, dict[str, float]]:
+        """Train from ``parameters``; return new parameters, examples used, metrics."""
+
+    def evaluate(self, parameters: ArrayDict, config: Config) -> tuple[float, int, dict[str, float]]:
+        """Evaluate ``parameters`` on the local test data; return loss, examples, metrics."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainSettings:
+    """Local training settings, read from a fit's config (defaults live in the experiment schema)."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    device: str = "auto"
+    seed: int = 0
+    proximal_mu: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, object]) -> TrainSettings:
+        known = {k: config[k] for k in cls.__dataclass_fields__ if k in config}
+        return cls(**known)  # type: ignore[arg-type]
+
+
+def silo_seed(seed: int, round: int, silo: str) -> int:
+    """A stable per-silo, per-round seed (Python's ``hash`` is salted per process, so not that)."""
+    digest = hashlib.blake2b(f"{seed}/{round}/{silo}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF

@@ -1,0 +1,72 @@
+"""One exception tree for everything fedsilo reports to a user.
+
+Each user-facing error carries a one-line message, a one-line fix and the exit code the CLI
+returns, so the CLI can print exactly one readable line and never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class FedsiloError(Exception):
+    """Base of every error fedsilo raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def one_line(self) -> str:
+        """The message and its fix as the single line the CLI prints."""
+        return f"{self.message} -> {self.fix}" if self.fix else self.message
+
+
+class ConfigError(FedsiloError):
+    """The experiment YAML or a command-line option is invalid."""
+
+    exit_code = 2
+
+
+class TaskError(FedsiloError):
+    """The user's task module is missing, does not import, or lacks what fedsilo needs."""
+
+    exit_code = 3
+
+
+class DataError(FedsiloError):
+    """A silo's or the server's data is missing, unreadable or empty."""
+
+    exit_code = 4
+
+
+class DatasetNotFound(DataError):
+    """A named dataset file is in none of the searched data directories."""
+
+
+class ChecksumMismatch(DataError):
+    """A dataset file's bytes differ from the published checksum."""
+
+
+class PlanError(FedsiloError):
+    """The job graph cannot run: e.g. strategy minimums exceed the number of silos."""
+
+    exit_code = 5
+
+
+class UpdateRejected(FedsiloError):
+    """A received update failed validation; the server turns this into a Failure."""
+
+    exit_code = 6
+
+
+class RoundFailed(FedsiloError):
+    """Too few silos answered for a round to be aggregated."""
+
+    exit_code = 7
+
+
+class RunDirError(FedsiloError):
+    """A run folder is missing, incomplete or would be overwritten."""
+
+    exit_code = 8

@@ -1,0 +1,169 @@
+"""The experiment YAML, as a typed schema with every default in one place.
+
+Unknown keys are errors (a misspelt key must not be silently ignored). Relative paths are
+resolved against the YAML file's folder, so an experiment runs the same from any directory.
+Every problem in the file is reported at once, each naming its field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedsilo.errors import ConfigError
+
+SILO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiloConfig(_Strict):
+    name: str
+    data: Path = Field(description="This silo's own data folder; its code reads nothing else.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not SILO_NAME.match(v) or v == "server":
+            raise ValueError("use letters, digits, '_' or '-' (and not 'server')")
+        return v
+
+
+class StrategyConfig(_Strict):
+    name: Literal["fedavg"] = "fedavg"
+    fraction_fit: float = Field(1.0, gt=0, le=1)
+    fraction_evaluate: float = Field(1.0, ge=0, le=1)
+    min_fit_clients: int = Field(1, ge=1)
+    min_evaluate_clients: int = Field(1, ge=1)
+    min_available_clients: int = Field(1, ge=1)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not re.match(r"^cuda:\d+$", v):
+            raise ValueError("use auto, cpu, cuda or cuda:N")
+        return v
+
+
+class ServerConfig(_Strict):
+    data: Path | None = Field(None, description="Server-side test data folder for central evaluation.")
+    round_timeout_s: float = Field(600.0, gt=0)
+
+
+class RuntimeConfig(_Strict):
+    kind: Literal["simulation"] = "simulation"
+    workers: int | Literal["auto"] = "auto"
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("use 'auto', 0 (run silos in the main process) or a positive count")
+        return v
+
+
+class PrepareConfig(_Strict):
+    """How to make the silos' data folders from a dataset if they do not exist yet."""
+
+    dataset: str
+    method: Literal["iid", "dirichlet", "group"] = "iid"
+    alpha: float = Field(0.5, gt=0)
+    sizes: list[float] | None = None
+    groups_key: str | None = None
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+    out: Path
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: Path
+    silos: list[SiloConfig] = Field(min_length=1)
+    server: ServerConfig = ServerConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    rounds: int = Field(ge=1)
+    train: TrainConfig = TrainConfig()
+    seed: int = 0
+    runtime: RuntimeConfig = RuntimeConfig()
+    output: Path = Path("runs")
+    prepare: PrepareConfig | None = None
+
+    @model_validator(mode="after")
+    def _unique_silos(self) -> ExperimentConfig:
+        names = [s.name for s in self.silos]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"silo names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def fit_config(self) -> dict[str, Any]:
+        """Training settings as the flat config a silo's client reads."""
+        return self.train.model_dump()
+
+
+def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative paths absolute against the YAML's folder (before validation)."""
+
+    def fix(value: Any) -> Any:
+        return str((base / value).resolve()) if isinstance(value, str) and value and not Path(value).is_absolute() else value
+
+    out = dict(data)
+    for key in ("task", "output"):
+        if key in out:
+            out[key] = fix(out[key])
+    if isinstance(out.get("silos"), list):
+        out["silos"] = [{**s, "data": fix(s.get("data"))} if isinstance(s, dict) else s for s in out["silos"]]
+    for section, key in (("server", "data"), ("prepare", "out")):
+        if isinstance(out.get(section), dict) and key in out[section]:
+            out[section] = {**out[section], key: fix(out[section][key])}
+    return out
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """All problems, each as ``field.path: message``, on one line."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt?)"
+        parts.append(f"{loc}: {msg}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_config(data: Any, base: Path, source: str = "experiment") -> ExperimentConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level", "see examples/pneumonia/experiment.yaml")
+    try:
+        return ExperimentConfig.model_validate(_resolve(data, base))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc), "fix these fields in the YAML") from None
+
+
+def load_config(path: Path) -> tuple[ExperimentConfig, str]:
+    """Read and validate an experiment YAML; returns the config and the file's text."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file {path} does not exist", "pass the path of an experiment YAML")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})", "fix the YAML syntax") from None
+    return parse_config(data, path.resolve().parent, str(path)), text

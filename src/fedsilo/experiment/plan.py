@@ -1,0 +1,122 @@
+"""The job graph, built and checked offline: what ``fedsilo validate`` prints.
+
+``build_plan`` imports the task, builds the model once, opens every silo's data and checks the
+strategy's minimums against the silos, collecting every problem rather than stopping at the
+first, so that one ``validate`` shows everything to fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedsilo.client.numpy import num_examples
+from fedsilo.data.datasets import find_dataset
+from fedsilo.data.loaders import check_silo_folder
+from fedsilo.errors import FedsiloError, PlanError
+from fedsilo.experiment.config import ExperimentConfig
+from fedsilo.experiment.task import Task
+from fedsilo.server.registry import sample_count
+from fedsilo.strategy.base import Sampling, Strategy
+from fedsilo.strategy.fedavg import FedAvg
+
+
+@dataclass(frozen=True)
+class SiloPlan:
+    name: str
+    folder: Path
+    train_examples: int | None
+    test_examples: int | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: ExperimentConfig
+    framework: str | None = None
+    num_parameters: int = 0
+    num_arrays: int = 0
+    silos: tuple[SiloPlan, ...] = ()
+    server_test_examples: int | None = None
+    fit_per_round: int = 0
+    evaluate_per_round: int = 0
+    problems: tuple[str, ...] = field(default=())
+
+    def raise_if_invalid(self) -> None:
+        if self.problems:
+            raise PlanError(f"{len(self.problems)} problem(s): " + " | ".join(self.problems))
+
+
+def make_strategy(config: ExperimentConfig) -> Strategy:
+    s = config.strategy
+    sampling = Sampling(s.fraction_fit, s.fraction_evaluate, s.min_fit_clients, s.min_evaluate_clients, s.min_available_clients)
+    return FedAvg(sampling)
+
+
+def _count(task: Task, folder: Path, split: str) -> int:
+    """Samples in one split of a folder; opens the data without training on it."""
+    if getattr(task.module, "load_data", None) is None:
+        return check_silo_folder(folder, (split,))[split]
+    return num_examples(task.load_data([folder], split))
+
+
+def _strategy_problems(config: ExperimentConfig) -> list[str]:
+    s, n = config.strategy, len(config.silos)
+    problems = []
+    for key in ("min_fit_clients", "min_available_clients") + (("min_evaluate_clients",) if s.fraction_evaluate > 0 else ()):
+        value = getattr(s, key)
+        if value > n:
+            problems.append(f"strategy.{key}={value} but the experiment has {n} silos -> lower it to at most {n} or add silos")
+    return problems
+
+
+def build_plan(config: ExperimentConfig) -> Plan:
+    problems = _strategy_problems(config)
+    try:
+        task = Task.load(config.task)
+        model = task.build_model(config.seed)
+        framework = task.framework_of(model)
+        model_params = task.parameters_of(model)
+    except FedsiloError as exc:
+        return Plan(config, problems=tuple([exc.one_line(), *problems]))
+
+    needs_test = config.strategy.fraction_evaluate > 0
+    silos = []
+    for silo in config.silos:
+        if not silo.data.exists() and config.prepare is not None:
+            try:
+                source = find_dataset(config.prepare.dataset)
+                note = f"split from {source.name} on first run"
+            except FedsiloError as exc:
+                note, _ = "", problems.append(f"silos[{silo.name}]: {exc.one_line()}")
+            silos.append(SiloPlan(silo.name, silo.data, None, None, note))
+            continue
+        try:
+            train = _count(task, silo.data, "train")
+            test = _count(task, silo.data, "test") if needs_test else None
+            if train == 0:
+                problems.append(f"silo '{silo.name}': {silo.data} has no training samples -> re-split the data or remove the silo")
+            silos.append(SiloPlan(silo.name, silo.data, train, test))
+        except FedsiloError as exc:
+            problems.append(f"silo '{silo.name}': {exc.one_line()}")
+            silos.append(SiloPlan(silo.name, silo.data, None, None, "unreadable"))
+
+    server_test = None
+    if config.server.data is not None and not (config.prepare is not None and not config.server.data.exists()):
+        try:
+            server_test = _count(task, config.server.data, "test")
+        except FedsiloError as exc:
+            problems.append(f"server.data: {exc.one_line()}")
+
+    s, n = config.strategy, len(config.silos)
+    return Plan(
+        config,
+        framework=framework,
+        num_parameters=sum(int(v.size) for v in model_params.values()),
+        num_arrays=len(model_params),
+        silos=tuple(silos),
+        server_test_examples=server_test,
+        fit_per_round=sample_count(n, s.fraction_fit, s.min_fit_clients),
+        evaluate_per_round=sample_count(n, s.fraction_evaluate, s.min_evaluate_clients) if s.fraction_evaluate > 0 else 0,
+        problems=tuple(problems),
+    )

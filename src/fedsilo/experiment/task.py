@@ -1,0 +1,142 @@
+"""Loading and checking the user's task module (the model and how to read a silo's data).
+
+A task module defines:
+
+- ``model()`` (required): a ``torch.nn.Module`` for PyTorch tasks, or a dict of numpy arrays
+  (the initial parameters) for NumPy tasks. It may take one argument, a seeded numpy Generator.
+- ``load_data(folder, split)`` (optional): the data of one silo's folder for ``split`` ("train"
+  or "test"), as ``(x, y)`` arrays or a torch Dataset. The default reads ``<folder>/<split>.npz``
+  as written by ``fedsilo data split``.
+- ``loss()`` (optional, PyTorch): the training loss module; cross-entropy by default.
+- ``train(params, data, settings, rng)`` and ``evaluate(params, data)`` (required for NumPy tasks).
+
+The framework is told by what ``model()`` returns; torch is imported only if the task imports it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from fedsilo.arrays import ArrayDict
+from fedsilo.client.base import Client
+from fedsilo.client.numpy import NumpyClient
+from fedsilo.data.loaders import load_split
+from fedsilo.errors import DataError, TaskError
+
+TORCH, NUMPY = "torch", "numpy"
+
+
+def import_task_module(path: Path) -> ModuleType:
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"task module {path} does not exist", "set `task:` in the experiment YAML to your task.py (relative to the YAML)")
+    name = f"fedsilo_task_{abs(hash(str(path.resolve())))}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise TaskError(f"task module {path} cannot be imported", "it must be a Python file ending in .py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))  # lets a task import helpers that sit beside it
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise TaskError(f"task module {path} failed to import: {type(exc).__name__}: {exc}", "run `python " + str(path) + "` to see the full error") from exc
+    finally:
+        sys.path.remove(str(path.parent))
+    sys.modules[name] = module
+    return module
+
+
+def _pool(parts: Sequence[Any]) -> Any:
+    """Concatenate several silos' ``(x, y)`` data (the centralized baseline's pooled data)."""
+    if len(parts) == 1:
+        return parts[0]
+    if not all(isinstance(p, tuple | list) and len(p) == 2 for p in parts):
+        raise TaskError("pooling silos' data needs load_data to return (x, y) arrays", "return (x, y) from load_data, or run without --baselines")
+    return tuple(np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(2))
+
+
+@dataclass(frozen=True)
+class Task:
+    path: Path
+    module: ModuleType
+
+    @classmethod
+    def load(cls, path: Path) -> Task:
+        task = cls(Path(path).resolve(), import_task_module(path))
+        if not callable(getattr(task.module, "model", None)):
+            raise TaskError(f"task module {path} defines no model() function", "add `def model():` returning your torch.nn.Module or a dict of numpy arrays")
+        return task
+
+    def build_model(self, seed: int) -> Any:
+        """The model, initialised reproducibly from ``seed``."""
+        if "torch" in sys.modules:
+            from fedsilo.client.torch import seed_torch
+
+            seed_torch(seed)
+        fn = self.module.model
+        model = fn(np.random.default_rng(seed)) if inspect.signature(fn).parameters else fn()
+        if self.framework_of(model) is None:
+            raise TaskError(f"model() in {self.path} returned {type(model).__name__}", "return a torch.nn.Module, or a dict of name -> numpy array")
+        return model
+
+    @staticmethod
+    def framework_of(model: Any) -> str | None:
+        if hasattr(model, "state_dict") and hasattr(model, "parameters"):
+            return TORCH
+        if isinstance(model, dict) and model and all(isinstance(v, np.ndarray) for v in model.values()):
+            return NUMPY
+        return None
+
+    def initial_parameters(self, seed: int) -> ArrayDict:
+        return self.parameters_of(self.build_model(seed))
+
+    def parameters_of(self, model: Any) -> ArrayDict:
+        if self.framework_of(model) == TORCH:
+            from fedsilo.client.torch import get_parameters
+
+            return get_parameters(model)
+        return {k: np.asarray(v) for k, v in model.items()}
+
+    def load_data(self, folders: Sequence[Path], split: str) -> Any:
+        fn = getattr(self.module, "load_data", None) or load_split
+        parts = []
+        for folder in folders:
+            if not Path(folder).exists():
+                raise DataError(f"data folder {folder} does not exist", "run `fedsilo data split` or fix the silo's `data:` path in the YAML")
+            parts.append(fn(Path(folder), split))
+        return _pool(parts)
+
+    def make_client(self, folders: Sequence[Path], seed: int, device: str = "auto", model: Any = None) -> Client:
+        """A client over ``folders`` (one silo's folder; several only for the pooled baseline).
+
+        Pass ``model`` to reuse one model object for many silos in a worker.
+        """
+        model = model if model is not None else self.build_model(seed)
+        folders = [Path(f) for f in folders]
+
+        def train() -> Any:
+            return self.load_data(folders, "train")
+
+        def test() -> Any:
+            return self.load_data(folders, "test")
+
+        if self.framework_of(model) == TORCH:
+            from fedsilo.client.torch import TorchClient
+
+            loss = self.module.loss() if callable(getattr(self.module, "loss", None)) else None
+            return TorchClient(model, train, test, loss=loss, device=device)
+        for fn in ("train", "evaluate"):
+            if not callable(getattr(self.module, fn, None)):
+                raise TaskError(f"NumPy task {self.path} defines no {fn}() function", "a NumPy task needs train(params, data, settings, rng) and evaluate(params, data)")
+        return NumpyClient(model, self.module.train, self.module.evaluate, train, test)

@@ -1,0 +1,1 @@
+"""Runtimes: where silos run (simulation today; processes, deployments and Ray build on it)."""

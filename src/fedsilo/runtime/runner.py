@@ -1,0 +1,193 @@
+"""Running an experiment in simulation, from a fresh start or from a run folder's last checkpoint.
+
+This wires the pieces together: prepare data if asked, check the plan, open the run folder,
+build the initial model from the seed, start the worker pool, run the server loop, and write the
+final model and summary (with baselines when asked).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedsilo.arrays import ArrayDict, Layout
+from fedsilo.client.base import Client
+from fedsilo.data.split import SplitReport, split_dataset
+from fedsilo.errors import RunDirError
+from fedsilo.experiment.config import ExperimentConfig
+from fedsilo.experiment.plan import build_plan, make_strategy
+from fedsilo.experiment.task import Task
+from fedsilo.messages import FitIns, FitRes
+from fedsilo.runtime.simulation import POOLED, WorkerPool
+from fedsilo.server.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from fedsilo.server.loop import LoopSettings, Observer, ServerLoop
+from fedsilo.silo.agent import SiloAgent
+from fedsilo.tracking.run_dir import RunDir
+from fedsilo.transport.base import Transport
+from fedsilo.transport.inproc import InProcessTransport
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    parameters: ArrayDict
+    summary: dict[str, Any]
+
+
+def prepare_data(config: ExperimentConfig) -> SplitReport | None:
+    """Split the dataset into the silos' folders if the experiment says how and they are missing."""
+    p = config.prepare
+    if p is None or all(s.data.exists() for s in config.silos):
+        return None
+    return split_dataset(p.dataset, p.out, [s.name for s in config.silos], method=p.method, alpha=p.alpha,
+                         sizes=p.sizes, groups_key=p.groups_key, test_fraction=p.test_fraction, seed=p.seed)
+
+
+def worker_count(config: ExperimentConfig, silos: int) -> int:
+    if config.runtime.workers == "auto":
+        return max(1, min(os.cpu_count() or 1, silos))
+    return int(config.runtime.workers)
+
+
+def open_transport(config: ExperimentConfig, task: Task, layout: Layout, with_pooled: bool = False) -> Transport:
+    folders: dict[str, Sequence[Path]] = {s.name: [s.data] for s in config.silos}
+    workers = worker_count(config, len(folders))
+    if workers == 0:
+        if with_pooled:
+            folders[POOLED] = [s.data for s in config.silos]
+        device = config.train.device
+        agents = {name: SiloAgent(name, lambda f=f: task.make_client(f, config.seed, device), config.seed) for name, f in folders.items()}
+        return InProcessTransport(agents)
+    pool = WorkerPool(config.task, folders, layout, config.seed, workers, config.train.device)
+    if with_pooled:
+        pool.add_pooled_silo()
+    return pool
+
+
+def central_evaluator(config: ExperimentConfig, task: Task) -> Client | None:
+    if config.server.data is None:
+        return None
+    return task.make_client([config.server.data], config.seed, config.train.device)
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    source_text: str,
+    observers: Sequence[Observer] = (),
+    resume: Path | None = None,
+    baselines: bool = False,
+) -> RunResult:
+    """Run (or resume) ``config``; returns the run folder, final model and summary."""
+    started = time.monotonic()
+    if resume is not None:
+        run = RunDir.open(resume)
+        ckpt_path = latest_checkpoint(run.checkpoints)
+        if ckpt_path is None:
+            raise RunDirError(f"{resume} has no checkpoint to resume from", "start a new run instead")
+        ckpt = load_checkpoint(ckpt_path)
+        run.truncate_metrics(ckpt.round)
+        run.write_config(config.model_dump(mode="json"))
+    else:
+        prepare_data(config)
+        build_plan(config).raise_if_invalid()
+        run = RunDir.create(config.output, config.name, source_text)
+        run.write_config(config.model_dump(mode="json"))
+
+    task = Task.load(config.task)
+    initial = task.initial_parameters(config.seed)
+    if resume is not None:
+        params, state, start = ckpt.parameters, ckpt.state, ckpt.round + 1
+    else:
+        params, state, start = initial, make_strategy(config).initial_state(initial), 1
+
+    evaluator = central_evaluator(config, task)
+    transport = open_transport(config, task, Layout.of(initial), with_pooled=baselines)
+    try:
+        loop = ServerLoop(
+            transport,
+            make_strategy(config),
+            LoopSettings(config.rounds, config.seed, config.fit_config(), config.server.round_timeout_s),
+            central_evaluate=(lambda p: _loss_metrics(evaluator, p)) if evaluator else None,
+            observers=[run, *observers],
+            checkpoint=lambda r, p, s: save_checkpoint(run.checkpoints, r, p, s),
+            expected_silos=[s.name for s in config.silos],
+        )
+        params, state = loop.run(params, state, start)
+        base = run_baselines(config, transport, initial, evaluator) if baselines else None
+    finally:
+        transport.close()
+        run.close()
+
+    run.write_model(params, {"rounds": str(config.rounds), "seed": str(config.seed)})
+    summary = summarize(config, run, time.monotonic() - started, base)
+    run.write_summary(summary)
+    return RunResult(run.path, params, summary)
+
+
+def _loss_metrics(client: Client, params: ArrayDict) -> tuple[float, dict[str, float]]:
+    loss, n, metrics = client.evaluate(params, {})
+    return loss, {**metrics, "num_examples": float(n)}
+
+
+def run_baselines(config: ExperimentConfig, transport: Transport, initial: ArrayDict, evaluator: Client | None) -> dict[str, Any]:
+    """Same total budget as the federated run: every silo alone, and all data pooled in one place.
+
+    Each model trains ``rounds x epochs`` epochs from the same initial model, so each sees every
+    one of its examples as often as the federated model did.
+    """
+    if evaluator is None:
+        return {"skipped": "baselines need server.data (a server-side test set) to compare models on"}
+    fit_config = {**config.fit_config(), "epochs": config.rounds * config.train.epochs, "seed": config.seed}
+    names = [s.name for s in config.silos] + [POOLED]
+    local: dict[str, Any] = {}
+    central: dict[str, Any] = {}
+    for reply in transport.fit(names, FitIns(0, initial, fit_config), timeout=config.server.round_timeout_s * config.rounds):
+        if not isinstance(reply, FitRes):
+            (central if reply.silo == POOLED else local.setdefault(reply.silo, {})).update(failure=reply.reason)
+            continue
+        loss, metrics = _loss_metrics(evaluator, reply.parameters)
+        row = {"loss": loss, **metrics, "train_examples": reply.num_examples}
+        if reply.silo == POOLED:
+            central.update(row)
+        else:
+            local[reply.silo] = row
+    return {"centralized": central, "local_only": dict(sorted(local.items())), "epochs": fit_config["epochs"]}
+
+
+def summarize(config: ExperimentConfig, run: RunDir, duration: float, baselines: Mapping[str, Any] | None) -> dict[str, Any]:
+    rows = run.metrics()
+    last = max((r["round"] for r in rows), default=0)
+
+    def final(scope: str) -> dict[str, Any] | None:
+        found = [r for r in rows if r["scope"] == scope and r["round"] == last and r.get("phase") == "evaluate"]
+        return {k: v for k, v in found[-1].items() if k not in ("scope", "silo", "phase", "time")} if found else None
+
+    failures = [r for r in rows if "failure" in r]
+    summary: dict[str, Any] = {
+        "name": config.name,
+        "rounds": last,
+        "seed": config.seed,
+        "silos": [s.name for s in config.silos],
+        "final": final("server"),
+        "federated": final("federated"),
+        "failures": len(failures),
+        "duration_s": round(duration, 2),
+        "run_dir": str(run.path),
+    }
+    if baselines is not None:
+        summary["baselines"] = baselines
+    return summary
+
+
+def load_run_config(run_dir: Path, rounds: int | None = None) -> tuple[ExperimentConfig, str]:
+    """The config a run folder was started with (for ``--resume``), optionally with more rounds."""
+    run = RunDir.open(run_dir)
+    config = ExperimentConfig.model_validate(run.config())
+    if rounds is not None:
+        config = config.model_copy(update={"rounds": rounds})
+    return config, (run.path / "experiment.yaml").read_text()
+

@@ -1,0 +1,293 @@
+"""Simulation: virtual silos run in a pool of worker processes started once.
+
+- The global model is written once per call into shared memory; every worker reads it in place.
+- Each worker keeps one model object and the data of the silos it has served (an LRU cache)
+  between rounds; only parameters move.
+- A worker writes a silo's update into its own shared-memory slot (two slots, alternating, so it
+  can start the next silo while the server folds in the last one); the server reads the update as
+  zero-copy views and accumulates it as it arrives.
+- Silos are handed out largest-first to whichever worker is free, so workers finish together.
+- Every wait has a deadline. A worker that misses it, or dies, is replaced; its silo is reported
+  as a timeout or disconnect Failure and the round goes on.
+
+Control messages between the server and its own workers go through multiprocessing pipes; they
+never leave this machine and carry no parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing import connection, get_context
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+from typing import Any
+
+from fedsilo.arrays import Layout
+from fedsilo.errors import FedsiloError
+from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes, check_update
+from fedsilo.silo.agent import SiloAgent, describe
+
+START_TIMEOUT_S = 180.0
+POOLED = "__pooled__"  # pseudo-silo holding every silo's data: the centralized baseline
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker needs to start; the silos' folders come with each job, not up front."""
+
+    task_path: str
+    seed: int
+    device: str
+    threads: int
+    layout: Layout
+    global_names: tuple[str, str]
+    slot_names: tuple[str, str]
+    max_cached_silos: int
+
+
+def _set_threads(count: int) -> None:
+    if "torch" in sys.modules:
+        from fedsilo.client.torch import set_threads
+
+        set_threads(count)
+
+
+def worker_main(conn: connection.Connection, setup: WorkerSetup) -> None:
+    """A worker's life: load the task once, then serve jobs until told to stop."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(setup.threads))
+    shms: list[SharedMemory] = []
+    try:
+        from fedsilo.experiment.task import Task  # imported here: the worker process starts bare
+
+        task = Task.load(Path(setup.task_path))
+        _set_threads(setup.threads)
+        model = task.build_model(setup.seed)
+        shms = [SharedMemory(name=n) for n in (*setup.global_names, *setup.slot_names)]
+        conn.send(("ready",))
+    except BaseException as exc:  # report why this worker cannot start, then exit
+        conn.send(("error", describe(exc)))
+        return
+    globals_, slots = shms[:2], shms[2:]
+    spec = setup.layout.spec()
+    agents: OrderedDict[str, SiloAgent] = OrderedDict()
+    try:
+        while True:
+            msg = conn.recv()
+            if msg[0] == "stop":
+                return
+            kind, call_id, silo, folders, buffer, slot, rnd, config = msg
+            agent = agents.pop(silo, None) or SiloAgent(
+                silo, lambda f=folders: task.make_client(f, setup.seed, setup.device, model=model), setup.seed
+            )
+            agents[silo] = agent
+            while len(agents) > setup.max_cached_silos:
+                agents.popitem(last=False)
+            params = setup.layout.view(globals_[buffer].buf)
+            if kind == "fit":
+                res = agent.fit(FitIns(rnd, params, config))
+                if isinstance(res, FitRes):
+                    try:
+                        check_update(silo, res.parameters, spec)
+                        setup.layout.write(res.parameters, slots[slot].buf)
+                    except FedsiloError as exc:
+                        res = Failure(silo, exc.message, "rejected")
+                reply: tuple[Any, ...] = (
+                    ("fit", call_id, silo, res.num_examples, dict(res.metrics))
+                    if isinstance(res, FitRes)
+                    else ("failure", call_id, silo, res.reason, res.kind)
+                )
+            else:
+                ev = agent.evaluate(EvaluateIns(rnd, params, config))
+                reply = (
+                    ("evaluate", call_id, silo, ev.loss, ev.num_examples, dict(ev.metrics))
+                    if isinstance(ev, EvaluateRes)
+                    else ("failure", call_id, silo, ev.reason, ev.kind)
+                )
+            del params
+            conn.send(reply)
+    except (EOFError, KeyboardInterrupt):
+        return
+    finally:
+        for shm in shms:
+            shm.close()
+
+
+class _Worker:
+    def __init__(self, ctx: Any, setup: WorkerSetup, index: int) -> None:
+        self.index = index
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=worker_main, args=(child, setup), name=f"fedsilo-worker-{index}", daemon=True)
+        self.process.start()
+        child.close()
+        self.silo: str | None = None
+        self.next_slot = 0
+
+    def stop(self, kill: bool = False) -> None:
+        if not kill:
+            try:
+                self.conn.send(("stop",))
+            except OSError:
+                pass
+            self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self.conn.close()
+
+
+class WorkerPool:
+    """A :class:`~fedsilo.transport.base.Transport` over local worker processes."""
+
+    def __init__(
+        self,
+        task_path: Path,
+        silos: Mapping[str, Sequence[Path]],
+        layout: Layout,
+        seed: int,
+        workers: int,
+        device: str = "auto",
+        max_cached_silos: int = 256,
+        start_timeout: float = START_TIMEOUT_S,
+    ) -> None:
+        self._silos = {k: tuple(str(p) for p in v) for k, v in silos.items()}
+        self._layout = layout
+        self._ctx = get_context("spawn")  # fork is unsafe once torch's threads exist
+        self._shms = [SharedMemory(create=True, size=layout.size) for _ in range(2 + 2 * workers)]
+        self._next_buffer = 0
+        self._call_id = 0
+        self._sizes: dict[str, int] = {}
+        self._workers: list[_Worker] = []
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        self._setups = [
+            WorkerSetup(str(task_path), seed, device, threads, layout,
+                        (self._shms[0].name, self._shms[1].name),
+                        (self._shms[2 + 2 * i].name, self._shms[3 + 2 * i].name), max_cached_silos)
+            for i in range(workers)
+        ]
+        try:
+            self._workers = [_Worker(self._ctx, s, i) for i, s in enumerate(self._setups)]
+            for w in self._workers:
+                self._await_ready(w, start_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _await_ready(self, worker: _Worker, timeout: float) -> None:
+        if not worker.conn.poll(timeout):
+            raise FedsiloError(f"simulation worker {worker.index} did not start within {timeout:.0f}s", "check that the task module imports quickly")
+        try:
+            msg = worker.conn.recv()
+        except EOFError:
+            msg = ("error", f"worker exited with code {worker.process.exitcode}")
+        if msg[0] != "ready":
+            raise FedsiloError(f"simulation worker could not load the task: {msg[1]}", "run `fedsilo validate` on the experiment")
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.stop(kill=True)
+        fresh = _Worker(self._ctx, self._setups[worker.index], worker.index)
+        self._await_ready(fresh, START_TIMEOUT_S)
+        self._workers[worker.index] = fresh
+        return fresh
+
+    def available(self) -> list[str]:
+        return [s for s in self._silos if s != POOLED]
+
+    def add_pooled_silo(self) -> str:
+        """Register the pseudo-silo with every silo's data, for the centralized baseline."""
+        self._silos[POOLED] = tuple(p for k, v in self._silos.items() if k != POOLED for p in v)
+        return POOLED
+
+    def fit(self, silos: Sequence[str], ins: FitIns, timeout: float) -> Iterator[FitRes | Failure]:
+        yield from self._run("fit", silos, ins.round, ins.parameters, ins.config, timeout)  # type: ignore[misc]
+
+    def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
+        yield from self._run("evaluate", silos, ins.round, ins.parameters, ins.config, timeout)  # type: ignore[misc]
+
+    def _run(self, kind: str, silos: Sequence[str], rnd: int, params: Mapping[str, Any], config: Mapping[str, Any], timeout: float) -> Iterator[FitRes | EvaluateRes | Failure]:
+        unknown = [s for s in silos if s not in self._silos]
+        if unknown:
+            raise FedsiloError(f"unknown silos {unknown}")
+        self._call_id += 1
+        call_id, buffer = self._call_id, self._next_buffer
+        self._next_buffer ^= 1
+        self._layout.write(params, self._shms[buffer].buf)  # the one broadcast of this call
+        pending = deque(sorted(silos, key=lambda s: -self._sizes.get(s, 0)))
+        busy: dict[connection.Connection, _Worker] = {}
+        deadline = time.monotonic() + timeout
+        config = dict(config)
+
+        def dispatch(worker: _Worker) -> None:
+            if pending:
+                silo = pending.popleft()
+                worker.silo = silo
+                worker.next_slot ^= 1
+                worker.conn.send((kind, call_id, silo, self._silos[silo], buffer, worker.next_slot, rnd, config))
+                busy[worker.conn] = worker
+
+        try:
+            for worker in self._workers:
+                dispatch(worker)
+            while busy:
+                ready = connection.wait(list(busy), timeout=max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    for worker in list(busy.values()):
+                        yield Failure(worker.silo or "?", f"no reply within the round deadline of {timeout:.0f}s", "timeout")
+                        del busy[worker.conn]
+                        self._replace(worker)
+                    while pending:
+                        yield Failure(pending.popleft(), f"not started before the round deadline of {timeout:.0f}s", "timeout")
+                    return
+                for conn in ready:
+                    worker = busy.pop(conn)  # type: ignore[call-overload]
+                    try:
+                        msg = conn.recv()  # type: ignore[union-attr]
+                    except (EOFError, OSError):
+                        silo = worker.silo or "?"
+                        code = worker.process.exitcode
+                        dispatch(self._replace(worker))
+                        yield Failure(silo, f"its worker process died (exit code {code})", "disconnected")
+                        continue
+                    slot = worker.next_slot
+                    dispatch(worker)  # keep the worker busy while the server folds in this reply
+                    yield self._reply(msg, slot, worker.index)
+        finally:
+            for worker in list(busy.values()):  # the caller stopped early: nothing may write on
+                self._replace(worker)
+
+    def _reply(self, msg: tuple[Any, ...], slot: int, index: int) -> FitRes | EvaluateRes | Failure:
+        if msg[0] == "fit":
+            _, _, silo, n, metrics = msg
+            self._sizes[silo] = n
+            params = self._layout.view(self._shms[2 + 2 * index + slot].buf)
+            return FitRes(silo, params, n, metrics)
+        if msg[0] == "evaluate":
+            _, _, silo, loss, n, metrics = msg
+            return EvaluateRes(silo, loss, n, metrics)
+        _, _, silo, reason, kind = msg
+        return Failure(silo, reason, kind)
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+        self._workers = []
+        for shm in self._shms:
+            try:
+                shm.close()
+            except BufferError:  # a caller still holds a view; the mapping goes when it does
+                pass
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
+        self._shms = []
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

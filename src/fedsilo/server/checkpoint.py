@@ -1,0 +1,63 @@
+"""Checkpoints: the global model, the strategy's state and the round, in one safetensors file.
+
+Sampling and per-silo seeds are derived from (seed, round), so these are all a resumed run needs to
+end with exactly the model an uninterrupted run ends with. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedsilo.arrays import ArrayDict, load_file, read_metadata, save_file
+from fedsilo.errors import RunDirError
+from fedsilo.strategy.base import StrategyState
+
+FORMAT = "fedsilo-checkpoint/1"
+_NAME = re.compile(r"round_(\d+)\.safetensors$")
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    round: int
+    parameters: ArrayDict
+    state: StrategyState
+
+
+def checkpoint_path(folder: Path, round: int) -> Path:
+    return Path(folder) / f"round_{round:04d}.safetensors"
+
+
+def save_checkpoint(folder: Path, round: int, parameters: ArrayDict, state: StrategyState) -> Path:
+    arrays = {f"model/{k}": v for k, v in parameters.items()}
+    arrays.update({f"strategy/{k}": v for k, v in state.arrays.items()})
+    meta = {
+        "format": FORMAT,
+        "round": str(round),
+        "model_names": json.dumps(list(parameters)),
+        "strategy_values": json.dumps(dict(state.values)),
+    }
+    path = checkpoint_path(folder, round)
+    save_file(arrays, path, meta)
+    return path
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    try:
+        meta = read_metadata(path)
+        arrays = load_file(path)
+    except Exception as exc:
+        raise RunDirError(f"checkpoint {path} is unreadable: {exc}", "delete it to resume from the one before") from exc
+    if meta.get("format") != FORMAT:
+        raise RunDirError(f"{path} is not a fedsilo checkpoint (format {meta.get('format')!r})")
+    names = json.loads(meta["model_names"])
+    params = {k: arrays[f"model/{k}"] for k in names}  # keep the model's own order
+    strategy = {k[len("strategy/"):]: v for k, v in arrays.items() if k.startswith("strategy/")}
+    return Checkpoint(int(meta["round"]), params, StrategyState(strategy, json.loads(meta["strategy_values"])))
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = [(int(m.group(1)), p) for p in Path(folder).glob("round_*.safetensors") if (m := _NAME.search(p.name))]
+    return max(found)[1] if found else None

@@ -1,0 +1,178 @@
+"""The round loop: sample, broadcast, gather by deadline, accumulate, aggregate, evaluate, checkpoint.
+
+It talks to silos only through a :class:`Transport`, so the same loop drives simulation, local
+processes and real deployments. Every received update is checked here (the trust boundary);
+a bad one becomes a Failure and the round goes on with the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fedsilo.arrays import ArrayDict, spec_of
+from fedsilo.errors import RoundFailed, UpdateRejected
+from fedsilo.messages import (
+    DEFAULT_MAX_UPDATE_BYTES,
+    Config,
+    EvaluateIns,
+    EvaluateRes,
+    Failure,
+    FitIns,
+    FitRes,
+    check_num_examples,
+    check_update,
+)
+from fedsilo.server.registry import EVALUATE, FIT, round_rng, sample_silos, wait_for_silos
+from fedsilo.strategy.base import Strategy, StrategyState
+from fedsilo.transport.base import Transport
+
+Row = dict[str, Any]
+CentralEvaluate = Callable[[ArrayDict], tuple[float, dict[str, float]]]
+
+
+class Observer(Protocol):
+    """Receives what happens; the run folder and the console are both observers."""
+
+    def on_round_start(self, round: int, silos: Sequence[str]) -> None: ...
+
+    def on_reply(self, round: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> None: ...
+
+    def on_metrics(self, row: Row) -> None: ...
+
+    def on_round_end(self, round: int, rows: Sequence[Row]) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    rounds: int
+    seed: int = 0
+    fit_config: Config = field(default_factory=dict)
+    round_timeout: float = 600.0
+    wait_timeout: float = 60.0
+    max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES
+
+
+Checkpointer = Callable[[int, ArrayDict, StrategyState], None]
+
+
+@dataclass
+class ServerLoop:
+    transport: Transport
+    strategy: Strategy
+    settings: LoopSettings
+    central_evaluate: CentralEvaluate | None = None
+    observers: Sequence[Observer] = ()
+    checkpoint: Checkpointer | None = None
+    expected_silos: Sequence[str] = ()
+
+    def _emit(self, row: Row) -> Row:
+        for obs in self.observers:
+            obs.on_metrics(row)
+        return row
+
+    def evaluate_central(self, round: int, params: ArrayDict) -> Row | None:
+        if self.central_evaluate is None:
+            return None
+        loss, metrics = self.central_evaluate(params)
+        return self._emit({"round": round, "scope": "server", "silo": None, "phase": "evaluate", "loss": loss, **metrics})
+
+    def run(self, params: ArrayDict, state: StrategyState, start_round: int = 1) -> tuple[ArrayDict, StrategyState]:
+        """Run rounds ``start_round..settings.rounds``; returns the final model and state."""
+        if start_round == 1:
+            row = self.evaluate_central(0, params)
+            for obs in self.observers:
+                obs.on_round_end(0, [row] if row else [])
+        for rnd in range(start_round, self.settings.rounds + 1):
+            params, state = self.run_round(rnd, params, state)
+        return params, state
+
+    def run_round(self, rnd: int, params: ArrayDict, state: StrategyState) -> tuple[ArrayDict, StrategyState]:
+        sampling = self.strategy.sampling
+        available = wait_for_silos(
+            self.transport.available, self.expected_silos, sampling.min_available_clients, self.settings.wait_timeout
+        )
+        selected = sample_silos(available, sampling.fraction_fit, sampling.min_fit_clients, round_rng(self.settings.seed, rnd, FIT))
+        for obs in self.observers:
+            obs.on_round_start(rnd, selected)
+
+        config = {**self.settings.fit_config, **self.strategy.fit_config(rnd, state), "seed": self.settings.seed}
+        expected = spec_of(params)
+        aggregation = self.strategy.begin(rnd, params, state)
+        rows: list[Row] = []
+        failures: list[Failure] = []
+        for reply in self.transport.fit(selected, FitIns(rnd, params, config), self.settings.round_timeout):
+            if isinstance(reply, FitRes):
+                try:
+                    check_update(reply.silo, reply.parameters, expected, self.settings.max_update_bytes)
+                    check_num_examples(reply.silo, reply.num_examples)
+                except UpdateRejected as exc:
+                    reply = Failure(reply.silo, exc.message, "rejected")
+                else:
+                    aggregation.add(reply)
+            for obs in self.observers:
+                obs.on_reply(rnd, "fit", reply)
+            rows.append(self._emit(_reply_row(rnd, "fit", reply)))
+            if isinstance(reply, Failure):
+                failures.append(reply)
+
+        if aggregation.count < max(sampling.min_fit_clients, 1):
+            detail = "; ".join(f"{f.silo}: {f.reason}" for f in failures) or "no replies"
+            raise RoundFailed(
+                f"round {rnd}: {aggregation.count} of {len(selected)} silos returned a usable update, "
+                f"min_fit_clients={sampling.min_fit_clients} ({detail})",
+                "fix the failing silos (see metrics.jsonl) and resume with `fedsilo run --resume RUN_DIR`",
+            )
+        params, state = aggregation.finish()
+
+        central = self.evaluate_central(rnd, params)
+        if central:
+            rows.append(central)
+        rows.extend(self._evaluate_federated(rnd, params, available))
+        if self.checkpoint is not None:
+            self.checkpoint(rnd, params, state)
+        for obs in self.observers:
+            obs.on_round_end(rnd, rows)
+        return params, state
+
+    def _evaluate_federated(self, rnd: int, params: ArrayDict, available: list[str]) -> list[Row]:
+        sampling = self.strategy.sampling
+        if sampling.fraction_evaluate <= 0:
+            return []
+        selected = sample_silos(
+            available, sampling.fraction_evaluate, sampling.min_evaluate_clients, round_rng(self.settings.seed, rnd, EVALUATE)
+        )
+        rows, results = [], []
+        for reply in self.transport.evaluate(selected, EvaluateIns(rnd, params, {"seed": self.settings.seed}), self.settings.round_timeout):
+            for obs in self.observers:
+                obs.on_reply(rnd, "evaluate", reply)
+            rows.append(self._emit(_reply_row(rnd, "evaluate", reply)))
+            if isinstance(reply, EvaluateRes) and reply.num_examples > 0:
+                results.append(reply)
+        if results:
+            rows.append(self._emit({"round": rnd, "scope": "federated", "silo": None, "phase": "evaluate", **federated_summary(results)}))
+        return rows
+
+
+def federated_summary(results: Sequence[EvaluateRes]) -> dict[str, Any]:
+    """Example-weighted means over silos, plus the worst silo: a model that fails one hospital fails."""
+    total = sum(r.num_examples for r in results)
+    summary: dict[str, Any] = {"loss": sum(r.loss * r.num_examples for r in results) / total, "num_examples": total}
+    keys = set.intersection(*(set(r.metrics) for r in results))
+    for key in sorted(keys):
+        summary[key] = sum(r.metrics[key] * r.num_examples for r in results) / total
+    if "accuracy" in keys:
+        worst = min(results, key=lambda r: r.metrics["accuracy"])
+        summary["worst_accuracy"] = worst.metrics["accuracy"]
+        summary["worst_silo"] = worst.silo
+    return summary
+
+
+def _reply_row(rnd: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> Row:
+    row: Row = {"round": rnd, "scope": "silo", "silo": reply.silo, "phase": phase}
+    if isinstance(reply, Failure):
+        return {**row, "failure": reply.reason, "failure_kind": reply.kind}
+    if isinstance(reply, EvaluateRes):
+        row["loss"] = reply.loss
+    return {**row, "num_examples": reply.num_examples, **reply.metrics}

@@ -1,0 +1,1 @@
+"""The silo side: what runs inside a hospital, next to its data."""

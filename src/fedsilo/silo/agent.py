@@ -1,0 +1,71 @@
+"""The silo agent: checks what the server sent, runs the client, and always answers.
+
+Any exception from the user's code becomes a :class:`Failure` reply with one readable line, so
+one broken silo never takes a round down. The client is built lazily (on the first message),
+which keeps data loading off the start-up path and inside the silo's own process.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+
+from fedsilo.arrays import ArraySpec, spec_of
+from fedsilo.client.base import Client, silo_seed
+from fedsilo.errors import FedsiloError
+from fedsilo.messages import (
+    EvaluateIns,
+    EvaluateRes,
+    Failure,
+    FitIns,
+    FitRes,
+    check_update,
+    clean_metrics,
+)
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming the error and where in user code it happened."""
+    if isinstance(exc, FedsiloError):
+        return exc.one_line()
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class SiloAgent:
+    def __init__(self, name: str, make_client: Callable[[], Client], seed: int = 0) -> None:
+        self.name = name
+        self._make_client = make_client
+        self._seed = seed
+        self._client: Client | None = None
+        self._spec: dict[str, ArraySpec] | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = self._make_client()
+            self._spec = spec_of(self._client.get_parameters())
+        return self._client
+
+    def _check_incoming(self, ins: FitIns | EvaluateIns) -> None:
+        client = self.client  # builds the client and the local model spec on first use
+        assert self._spec is not None and client is not None
+        check_update("server", ins.parameters, self._spec)
+
+    def fit(self, ins: FitIns) -> FitRes | Failure:
+        try:
+            self._check_incoming(ins)
+            config = {**ins.config, "seed": silo_seed(int(ins.config.get("seed", self._seed)), ins.round, self.name)}
+            params, n, metrics = self.client.fit(ins.parameters, config)
+            return FitRes(self.name, params, n, clean_metrics(metrics))
+        except Exception as exc:  # user code may raise anything; the round must go on
+            return Failure(self.name, describe(exc))
+
+    def evaluate(self, ins: EvaluateIns) -> EvaluateRes | Failure:
+        try:
+            self._check_incoming(ins)
+            loss, n, metrics = self.client.evaluate(ins.parameters, ins.config)
+            return EvaluateRes(self.name, float(loss), int(n), clean_metrics(metrics))
+        except Exception as exc:
+            return Failure(self.name, describe(exc))

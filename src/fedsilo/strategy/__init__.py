@@ -1,0 +1,1 @@
+"""Strategies: how the server turns silos' updates into the next global model."""

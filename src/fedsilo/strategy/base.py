@@ -1,0 +1,65 @@
+"""The strategy interface.
+
+A strategy is configuration plus pure math. Its state is explicit: ``StrategyState`` is passed in
+and a new one is returned, so a checkpoint can save it and a resumed run continues exactly. A
+strategy does no I/O and never sees the transport.
+
+Aggregation is streaming: the server opens an :class:`Aggregation` for the round and feeds each
+accepted update as it arrives, so mean-based strategies hold one model in memory, not one per silo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fedsilo.arrays import ArrayDict
+from fedsilo.messages import Config, FitRes
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyState:
+    """Everything a strategy carries between rounds: arrays (e.g. momentum) and scalars."""
+
+    arrays: ArrayDict = field(default_factory=dict)
+    values: Mapping[str, float | int | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """How many silos take part in each round (the same knobs as Flower's, same meaning)."""
+
+    fraction_fit: float = 1.0
+    fraction_evaluate: float = 1.0
+    min_fit_clients: int = 1
+    min_evaluate_clients: int = 1
+    min_available_clients: int = 1
+
+
+class Aggregation(Protocol):
+    """One round's aggregation in progress."""
+
+    def add(self, result: FitRes) -> None:
+        """Fold in one accepted update; ``result.parameters`` may be a view valid only now."""
+
+    @property
+    def count(self) -> int:
+        """How many updates were added."""
+
+    def finish(self) -> tuple[ArrayDict, StrategyState]:
+        """The new global model and state; called once, only when ``count`` > 0."""
+
+
+class Strategy(Protocol):
+    name: str
+    sampling: Sampling
+
+    def initial_state(self, parameters: ArrayDict) -> StrategyState:
+        """State before round 1, given the initial global model."""
+
+    def fit_config(self, round: int, state: StrategyState) -> Config:
+        """Instructions the strategy adds to every silo's fit (e.g. FedProx's ``proximal_mu``)."""
+
+    def begin(self, round: int, global_parameters: ArrayDict, state: StrategyState) -> Aggregation:
+        """Open the aggregation of ``round``."""

@@ -1,0 +1,45 @@
+"""FedAvg: the new global model is the example-weighted mean of the silos' models.
+
+McMahan, Moore, Ramage, Hampson, Agüera y Arcas, "Communication-Efficient Learning of Deep
+Networks from Decentralized Data", AISTATS 2017.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fedsilo.arrays import ArrayDict, WeightedSum
+from fedsilo.messages import Config, FitRes
+from fedsilo.strategy.base import Sampling, StrategyState
+
+
+class _WeightedMeanAggregation:
+    def __init__(self, like: ArrayDict, state: StrategyState) -> None:
+        self._like = like
+        self._state = state
+        self._sum = WeightedSum()
+
+    def add(self, result: FitRes) -> None:
+        self._sum.add(result.parameters, result.num_examples)
+
+    @property
+    def count(self) -> int:
+        return self._sum.count
+
+    def finish(self) -> tuple[ArrayDict, StrategyState]:
+        return self._sum.mean(self._like), self._state
+
+
+@dataclass(frozen=True)
+class FedAvg:
+    sampling: Sampling = field(default_factory=Sampling)
+    name: str = "fedavg"
+
+    def initial_state(self, parameters: ArrayDict) -> StrategyState:
+        return StrategyState()
+
+    def fit_config(self, round: int, state: StrategyState) -> Config:
+        return {}
+
+    def begin(self, round: int, global_parameters: ArrayDict, state: StrategyState) -> _WeightedMeanAggregation:
+        return _WeightedMeanAggregation(global_parameters, state)

@@ -1,0 +1,54 @@
+"""Progress on the terminal: one line per silo reply, one summary line per round."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+
+from fedsilo.messages import EvaluateRes, Failure, FitRes
+
+
+def _fmt(metrics: Mapping[str, Any], keys: Sequence[str]) -> str:
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float | int))
+
+
+class ConsoleProgress:
+    def __init__(self, rounds: int, console: Console | None = None, verbose: bool = True) -> None:
+        self.rounds = rounds
+        self.console = console or Console(stderr=True, highlight=False)
+        self.verbose = verbose
+        self._started = time.monotonic()
+        self._round_started = self._started
+
+    def on_round_start(self, round: int, silos: Sequence[str]) -> None:
+        self._round_started = time.monotonic()
+        self.console.print(f"[bold]round {round}/{self.rounds}[/bold]  training on {len(silos)} silos: {', '.join(silos)}")
+
+    def on_reply(self, round: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> None:
+        if isinstance(reply, Failure):
+            self.console.print(f"  [red]{reply.silo:<16} {phase:<8} FAILED ({reply.kind})[/red] {reply.reason}")
+        elif self.verbose:
+            metrics: dict[str, Any] = dict(reply.metrics)
+            if isinstance(reply, EvaluateRes):
+                metrics["loss"] = reply.loss
+            keys = ["train_loss"] if phase == "fit" else ["loss", "accuracy", "balanced_accuracy"]
+            self.console.print(f"  {reply.silo:<16} {phase:<8} {reply.num_examples:>6} examples  {_fmt(metrics, keys)}")
+
+    def on_metrics(self, row: Mapping[str, Any]) -> None:
+        pass
+
+    def on_round_end(self, round: int, rows: Sequence[Mapping[str, Any]]) -> None:
+        keys = ["loss", "accuracy", "balanced_accuracy"]
+        parts = []
+        for row in rows:
+            if row.get("scope") == "server":
+                parts.append(f"server test: {_fmt(row, keys)}")
+            elif row.get("scope") == "federated":
+                worst = f"  worst {row['worst_silo']} {row['worst_accuracy']:.4f}" if "worst_silo" in row else ""
+                parts.append(f"silos' tests: {_fmt(row, keys)}{worst}")
+        elapsed = time.monotonic() - self._round_started
+        label = "initial model" if round == 0 else f"round {round} done in {elapsed:.1f}s"
+        self.console.print(f"  [green]{label}[/green]  " + " | ".join(parts))

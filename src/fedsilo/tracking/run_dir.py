@@ -1,0 +1,118 @@
+"""The run folder: everything a run produced, enough to audit it and to resume it.
+
+Layout: ``experiment.yaml`` (the file as given), ``config.json`` (resolved, absolute paths),
+``metrics.jsonl`` (one JSON object per line), ``checkpoints/round_NNNN.safetensors``,
+``model.safetensors`` and ``summary.json``. Lines are flushed as written, so a crash loses at
+most the round in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fedsilo.arrays import ArrayDict, save_file
+from fedsilo.errors import RunDirError
+from fedsilo.messages import EvaluateRes, Failure, FitRes
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+MODEL = "model.safetensors"
+CHECKPOINTS = "checkpoints"
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.checkpoints = self.path / CHECKPOINTS
+        self._metrics = None
+
+    @classmethod
+    def create(cls, root: Path, name: str, source_text: str) -> RunDir:
+        """A new, uniquely named folder under ``root``; never reuses an existing one."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for i in range(1000):
+            path = Path(root) / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
+            try:
+                path.mkdir(parents=True, exist_ok=False)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise RunDirError(f"could not create a new run folder under {root}")
+        run = cls(path)
+        run.checkpoints.mkdir()
+        (path / "experiment.yaml").write_text(source_text)
+        return run
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        """The resolved config (absolute paths): what ``--resume`` starts from."""
+        (self.path / CONFIG).write_text(json.dumps(config, indent=2, default=_json_default))
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        run = cls(path)
+        if not (run.path / CONFIG).is_file():
+            raise RunDirError(f"{path} is not a fedsilo run folder (no {CONFIG})", "pass the folder `fedsilo run` printed")
+        return run
+
+    def config(self) -> dict[str, Any]:
+        return json.loads((self.path / CONFIG).read_text())
+
+    def truncate_metrics(self, last_round: int) -> None:
+        """Drop rows of rounds after ``last_round`` (a round cut off by a crash is re-run on resume)."""
+        path = self.path / METRICS
+        if not path.exists():
+            return
+        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["round"] <= last_round]
+        path.write_text("".join(line + "\n" for line in keep))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / METRICS
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    # Observer interface -------------------------------------------------------------
+    def on_round_start(self, round: int, silos: Sequence[str]) -> None:
+        pass
+
+    def on_reply(self, round: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> None:
+        pass
+
+    def on_metrics(self, row: Mapping[str, Any]) -> None:
+        if self._metrics is None:
+            self._metrics = (self.path / METRICS).open("a")
+        self._metrics.write(json.dumps({**row, "time": round(time.time(), 3)}, default=_json_default) + "\n")
+        self._metrics.flush()
+
+    def on_round_end(self, round: int, rows: Sequence[Mapping[str, Any]]) -> None:
+        pass
+
+    # Results ------------------------------------------------------------------------
+    def write_model(self, params: ArrayDict, metadata: Mapping[str, str] | None = None) -> Path:
+        path = self.path / MODEL
+        save_file(params, path, metadata)
+        return path
+
+    def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        path = self.path / SUMMARY
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+        tmp.replace(path)
+        return path
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None

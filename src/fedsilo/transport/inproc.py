@@ -1,0 +1,27 @@
+"""Direct calls to silo endpoints in this process: the simplest transport, used for tests and debugging."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.transport.base import SiloEndpoint
+
+
+class InProcessTransport:
+    def __init__(self, agents: Mapping[str, SiloEndpoint]) -> None:
+        self._agents = dict(agents)
+
+    def available(self) -> list[str]:
+        return list(self._agents)
+
+    def fit(self, silos: Sequence[str], ins: FitIns, timeout: float) -> Iterator[FitRes | Failure]:
+        for name in silos:
+            yield self._agents[name].fit(ins)
+
+    def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
+        for name in silos:
+            yield self._agents[name].evaluate(ins)
+
+    def close(self) -> None:
+        self._agents.clear()
