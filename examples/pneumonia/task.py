@@ -16,10 +16,15 @@ MEAN, STD = 0.57, 0.16  # pixel statistics of the PneumoniaMNIST training split,
 def model() -> nn.Module:
     """A small CNN (about 105k parameters) that trains in seconds per round on a CPU."""
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(32 * 7 * 7, 64), nn.ReLU(),
+        nn.Linear(32 * 7 * 7, 64),
+        nn.ReLU(),
         nn.Linear(64, 2),
     )
 

@@ -3,7 +3,15 @@
 The public API is what ``__all__`` lists. ``import fedsilo`` loads neither torch, grpc nor ray.
 """
 
-from fedsilo.arrays import ArrayDict, Layout, WeightedSum, from_bytes, load_file, save_file, to_bytes
+from fedsilo.arrays import (
+    ArrayDict,
+    Layout,
+    WeightedSum,
+    from_bytes,
+    load_file,
+    save_file,
+    to_bytes,
+)
 from fedsilo.client.base import Client, TrainSettings
 from fedsilo.client.metrics import classification_metrics
 from fedsilo.client.numpy import NumpyClient

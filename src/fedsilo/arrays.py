@@ -135,4 +135,3 @@ class WeightedSum:
                 mean = np.rint(mean)
             out[k] = mean.astype(ref.dtype)
         return out
-

@@ -7,7 +7,6 @@ what went wrong and how to fix it, never a traceback (set FEDSILO_DEBUG=1 to see
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,8 +17,12 @@ from rich.table import Table
 
 from fedsilo.errors import ConfigError, FedsiloError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="fedsilo: federated learning across trust boundaries.")
-data_app = typer.Typer(no_args_is_help=True, help="Prepare datasets: find, verify and split them into per-silo folders.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="fedsilo: federated learning across trust boundaries."
+)
+data_app = typer.Typer(
+    no_args_is_help=True, help="Prepare datasets: find, verify and split them into per-silo folders."
+)
 app.add_typer(data_app, name="data")
 
 out = Console(highlight=False)
@@ -65,9 +68,12 @@ def validate(experiment: Annotated[Path, typer.Argument(help="The experiment YAM
         for s in plan.silos:
             table.add_row(s.name, _short(s.folder), _n(s.train_examples), _n(s.test_examples), s.note)
         out.print(table)
-        out.print(f"task {config.task} ({plan.framework}): {plan.num_parameters:,} parameters in {plan.num_arrays} arrays")
-        out.print(f"strategy {config.strategy.name}: {plan.fit_per_round} silos train and {plan.evaluate_per_round} evaluate per round")
-        out.print(f"server test data: {config.server.data or 'none (no central evaluation)'} {_n(plan.server_test_examples)}")
+        model = f"{plan.num_parameters:,} parameters, {plan.num_arrays} arrays"
+        out.print(f"task {_short(config.task)} ({plan.framework}): {model}")
+        rounds = f"{plan.fit_per_round} silos train, {plan.evaluate_per_round} evaluate per round"
+        out.print(f"strategy {config.strategy.name}: {rounds}")
+        server = _short(config.server.data) if config.server.data else "none (no central evaluation)"
+        out.print(f"server test data: {server} ({_n(plan.server_test_examples)} examples)")
         plan.raise_if_invalid()
         out.print("[green]valid[/green]")
 
@@ -92,8 +98,12 @@ def run(
     rounds: Annotated[int | None, typer.Option(min=1, help="Override the number of rounds.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the seed.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder under which the run folder is made.")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this run folder from its last checkpoint.")] = None,
-    baselines: Annotated[bool, typer.Option(help="Also train local-only and centralized models with the same budget.")] = False,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this run folder from its last checkpoint.")
+    ] = None,
+    baselines: Annotated[
+        bool, typer.Option(help="Also train local-only and centralized models with the same budget.")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="Only one line per round.")] = False,
 ) -> None:
     """Run an experiment in simulation; writes a run folder with metrics, checkpoints and the model."""
@@ -104,7 +114,10 @@ def run(
     def go() -> None:
         if resume is not None:
             if experiment is not None or seed is not None or out_dir is not None:
-                raise ConfigError("--resume continues a run with its own config", "pass only --resume RUN_DIR (and optionally --rounds)")
+                raise ConfigError(
+                    "--resume continues a run with its own config",
+                    "pass only --resume RUN_DIR (and optionally --rounds)",
+                )
             config, text = load_run_config(resume, rounds)
         elif experiment is None:
             raise ConfigError("no experiment given", "fedsilo run EXPERIMENT.yaml, or fedsilo run --resume RUN_DIR")
@@ -126,10 +139,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
     final = summary.get("final") or {}
     fed = summary.get("federated") or {}
     if "accuracy" in final:
-        out.print(f"final test accuracy (server test set): [bold]{final['accuracy']:.4f}[/bold]"
-                  + (f"  balanced {final['balanced_accuracy']:.4f}" if "balanced_accuracy" in final else ""))
+        out.print(
+            f"final test accuracy (server test set): [bold]{final['accuracy']:.4f}[/bold]"
+            + (f"  balanced {final['balanced_accuracy']:.4f}" if "balanced_accuracy" in final else "")
+        )
     if "accuracy" in fed:
-        out.print(f"silos' own test sets: accuracy {fed['accuracy']:.4f}, worst silo {fed.get('worst_silo')} {fed.get('worst_accuracy', 0):.4f}")
+        worst = f"worst silo {fed.get('worst_silo')} {fed.get('worst_accuracy', 0):.4f}"
+        out.print(f"silos' own test sets: accuracy {fed['accuracy']:.4f}, {worst}")
     base = summary.get("baselines") or {}
     if "accuracy" in base.get("centralized", {}):
         out.print(f"baseline centralized (pooled data): {base['centralized']['accuracy']:.4f}")
@@ -149,11 +165,17 @@ def data_split(
     method: Annotated[str, typer.Option(help="iid, dirichlet (label skew) or group (by patient/group id).")] = "iid",
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration: small = strong label skew.")] = 0.5,
     sizes: Annotated[str | None, typer.Option(help="Relative silo sizes, e.g. 2,10,20.")] = None,
-    groups_key: Annotated[str | None, typer.Option(help="With --method group: the npz key suffix of group ids (train_<key>).")] = None,
-    test_fraction: Annotated[float, typer.Option(help="Share of each silo's data held out as its local test set.")] = 0.2,
+    groups_key: Annotated[
+        str | None, typer.Option(help="With --method group: the npz key suffix of group ids (train_<key>).")
+    ] = None,
+    test_fraction: Annotated[
+        float, typer.Option(help="Share of each silo's data held out as its local test set.")
+    ] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
     force: Annotated[bool, typer.Option(help="Rewrite an existing split made with other settings.")] = False,
-    data_dir: Annotated[list[Path] | None, typer.Option(help="Extra folder to look for datasets in (repeatable).")] = None,
+    data_dir: Annotated[
+        list[Path] | None, typer.Option(help="Extra folder to look for datasets in (repeatable).")
+    ] = None,
     download: Annotated[bool, typer.Option(help="Download the dataset from its official source if missing.")] = False,
 ) -> None:
     """Write per-silo data folders from a dataset and report what each silo received."""
@@ -161,9 +183,20 @@ def data_split(
 
     def go() -> None:
         names = _csv(silos) or []
-        report = split_dataset(source, out_dir, names, method=method, alpha=alpha, sizes=_csv(sizes, float),
-                               groups_key=groups_key, test_fraction=test_fraction, seed=seed, force=force,
-                               data_dirs=data_dir, download=download)
+        report = split_dataset(
+            source,
+            out_dir,
+            names,
+            method=method,
+            alpha=alpha,
+            sizes=_csv(sizes, float),
+            groups_key=groups_key,
+            test_fraction=test_fraction,
+            seed=seed,
+            force=force,
+            data_dirs=data_dir,
+            download=download,
+        )
         print_split(report)
 
     _guarded(go)
@@ -173,7 +206,9 @@ def print_split(report: Any) -> None:
     from fedsilo.data.split import format_report
 
     rows = format_report(report)
-    table = Table(title=f"{'existing ' if report.already_existed else ''}split of {Path(str(report.source)).name} in {report.out}")
+    table = Table(
+        title=f"{'existing ' if report.already_existed else ''}split of {Path(str(report.source)).name} in {report.out}"
+    )
     for col in rows[0]:
         table.add_column(str(col))
     for row in rows[1:]:
@@ -198,4 +233,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -65,7 +65,9 @@ class _TensorData:
     def __len__(self) -> int:
         return len(self.x)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
         if generator is None:
             for i in range(0, n, batch_size):
@@ -87,7 +89,9 @@ class _DatasetData:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=batch_size, shuffle=generator is not None, generator=generator
         )
@@ -117,7 +121,9 @@ def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer '{s.optimizer}' (use sgd, adam or adamw)")
 
 
-def train_epochs(model: nn.Module, data: _TensorData | _DatasetData, loss_fn: nn.Module, s: TrainSettings) -> dict[str, float]:
+def train_epochs(
+    model: nn.Module, data: _TensorData | _DatasetData, loss_fn: nn.Module, s: TrainSettings
+) -> dict[str, float]:
     """Plain supervised training; with ``proximal_mu`` > 0 adds FedProx's proximal term."""
     torch.manual_seed(s.seed)
     generator = torch.Generator().manual_seed(s.seed)
@@ -140,7 +146,9 @@ def train_epochs(model: nn.Module, data: _TensorData | _DatasetData, loss_fn: nn
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, data: _TensorData | _DatasetData, loss_fn: nn.Module) -> tuple[float, dict[str, float]]:
+def evaluate_model(
+    model: nn.Module, data: _TensorData | _DatasetData, loss_fn: nn.Module
+) -> tuple[float, dict[str, float]]:
     model.eval()
     total, outputs, labels = 0.0, [], []
     for xb, yb in data.batches(EVAL_BATCH, None):

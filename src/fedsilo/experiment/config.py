@@ -95,12 +95,12 @@ class ExperimentConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: Path
     silos: list[SiloConfig] = Field(min_length=1)
-    server: ServerConfig = ServerConfig()
-    strategy: StrategyConfig = StrategyConfig()
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     rounds: int = Field(ge=1)
-    train: TrainConfig = TrainConfig()
+    train: TrainConfig = Field(default_factory=TrainConfig)
     seed: int = 0
-    runtime: RuntimeConfig = RuntimeConfig()
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     output: Path = Path("runs")
     prepare: PrepareConfig | None = None
 
@@ -121,7 +121,11 @@ def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make relative paths absolute against the YAML's folder (before validation)."""
 
     def fix(value: Any) -> Any:
-        return str((base / value).resolve()) if isinstance(value, str) and value and not Path(value).is_absolute() else value
+        return (
+            str((base / value).resolve())
+            if isinstance(value, str) and value and not Path(value).is_absolute()
+            else value
+        )
 
     out = dict(data)
     for key in ("task", "output"):
@@ -149,7 +153,9 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
 
 def parse_config(data: Any, base: Path, source: str = "experiment") -> ExperimentConfig:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of keys at the top level", "see examples/pneumonia/experiment.yaml")
+        raise ConfigError(
+            f"{source}: expected a mapping of keys at the top level", "see examples/pneumonia/experiment.yaml"
+        )
     try:
         return ExperimentConfig.model_validate(_resolve(data, base))
     except ValidationError as exc:

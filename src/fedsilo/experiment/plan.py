@@ -49,7 +49,9 @@ class Plan:
 
 def make_strategy(config: ExperimentConfig) -> Strategy:
     s = config.strategy
-    sampling = Sampling(s.fraction_fit, s.fraction_evaluate, s.min_fit_clients, s.min_evaluate_clients, s.min_available_clients)
+    sampling = Sampling(
+        s.fraction_fit, s.fraction_evaluate, s.min_fit_clients, s.min_evaluate_clients, s.min_available_clients
+    )
     return FedAvg(sampling)
 
 
@@ -63,10 +65,14 @@ def _count(task: Task, folder: Path, split: str) -> int:
 def _strategy_problems(config: ExperimentConfig) -> list[str]:
     s, n = config.strategy, len(config.silos)
     problems = []
-    for key in ("min_fit_clients", "min_available_clients") + (("min_evaluate_clients",) if s.fraction_evaluate > 0 else ()):
+    for key in ("min_fit_clients", "min_available_clients") + (
+        ("min_evaluate_clients",) if s.fraction_evaluate > 0 else ()
+    ):
         value = getattr(s, key)
         if value > n:
-            problems.append(f"strategy.{key}={value} but the experiment has {n} silos -> lower it to at most {n} or add silos")
+            problems.append(
+                f"strategy.{key}={value} but the experiment has {n} silos -> lower it to at most {n} or add silos"
+            )
     return problems
 
 
@@ -88,14 +94,17 @@ def build_plan(config: ExperimentConfig) -> Plan:
                 source = find_dataset(config.prepare.dataset)
                 note = f"split from {source.name} on first run"
             except FedsiloError as exc:
-                note, _ = "", problems.append(f"silos[{silo.name}]: {exc.one_line()}")
+                note = "dataset not found"
+                problems.append(f"silo '{silo.name}': {exc.one_line()}")
             silos.append(SiloPlan(silo.name, silo.data, None, None, note))
             continue
         try:
             train = _count(task, silo.data, "train")
             test = _count(task, silo.data, "test") if needs_test else None
             if train == 0:
-                problems.append(f"silo '{silo.name}': {silo.data} has no training samples -> re-split the data or remove the silo")
+                problems.append(
+                    f"silo '{silo.name}': {silo.data} has no training samples -> re-split the data or remove the silo"
+                )
             silos.append(SiloPlan(silo.name, silo.data, train, test))
         except FedsiloError as exc:
             problems.append(f"silo '{silo.name}': {exc.one_line()}")
@@ -117,6 +126,8 @@ def build_plan(config: ExperimentConfig) -> Plan:
         silos=tuple(silos),
         server_test_examples=server_test,
         fit_per_round=sample_count(n, s.fraction_fit, s.min_fit_clients),
-        evaluate_per_round=sample_count(n, s.fraction_evaluate, s.min_evaluate_clients) if s.fraction_evaluate > 0 else 0,
+        evaluate_per_round=sample_count(n, s.fraction_evaluate, s.min_evaluate_clients)
+        if s.fraction_evaluate > 0
+        else 0,
         problems=tuple(problems),
     )

@@ -38,7 +38,10 @@ TORCH, NUMPY = "torch", "numpy"
 def import_task_module(path: Path) -> ModuleType:
     path = Path(path)
     if not path.is_file():
-        raise TaskError(f"task module {path} does not exist", "set `task:` in the experiment YAML to your task.py (relative to the YAML)")
+        raise TaskError(
+            f"task module {path} does not exist",
+            "set `task:` in the experiment YAML to your task.py (relative to the YAML)",
+        )
     name = f"fedsilo_task_{abs(hash(str(path.resolve())))}"
     if name in sys.modules:
         return sys.modules[name]
@@ -50,7 +53,10 @@ def import_task_module(path: Path) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
-        raise TaskError(f"task module {path} failed to import: {type(exc).__name__}: {exc}", "run `python " + str(path) + "` to see the full error") from exc
+        raise TaskError(
+            f"task module {path} failed to import: {type(exc).__name__}: {exc}",
+            "run `python " + str(path) + "` to see the full error",
+        ) from exc
     finally:
         sys.path.remove(str(path.parent))
     sys.modules[name] = module
@@ -62,7 +68,10 @@ def _pool(parts: Sequence[Any]) -> Any:
     if len(parts) == 1:
         return parts[0]
     if not all(isinstance(p, tuple | list) and len(p) == 2 for p in parts):
-        raise TaskError("pooling silos' data needs load_data to return (x, y) arrays", "return (x, y) from load_data, or run without --baselines")
+        raise TaskError(
+            "pooling silos' data needs load_data to return (x, y) arrays",
+            "return (x, y) from load_data, or run without --baselines",
+        )
     return tuple(np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(2))
 
 
@@ -75,7 +84,10 @@ class Task:
     def load(cls, path: Path) -> Task:
         task = cls(Path(path).resolve(), import_task_module(path))
         if not callable(getattr(task.module, "model", None)):
-            raise TaskError(f"task module {path} defines no model() function", "add `def model():` returning your torch.nn.Module or a dict of numpy arrays")
+            raise TaskError(
+                f"task module {path} defines no model() function",
+                "add `def model():` returning your torch.nn.Module or a dict of numpy arrays",
+            )
         return task
 
     def build_model(self, seed: int) -> Any:
@@ -87,7 +99,10 @@ class Task:
         fn = self.module.model
         model = fn(np.random.default_rng(seed)) if inspect.signature(fn).parameters else fn()
         if self.framework_of(model) is None:
-            raise TaskError(f"model() in {self.path} returned {type(model).__name__}", "return a torch.nn.Module, or a dict of name -> numpy array")
+            raise TaskError(
+                f"model() in {self.path} returned {type(model).__name__}",
+                "return a torch.nn.Module, or a dict of name -> numpy array",
+            )
         return model
 
     @staticmethod
@@ -113,7 +128,10 @@ class Task:
         parts = []
         for folder in folders:
             if not Path(folder).exists():
-                raise DataError(f"data folder {folder} does not exist", "run `fedsilo data split` or fix the silo's `data:` path in the YAML")
+                raise DataError(
+                    f"data folder {folder} does not exist",
+                    "run `fedsilo data split` or fix the silo's `data:` path in the YAML",
+                )
             parts.append(fn(Path(folder), split))
         return _pool(parts)
 
@@ -138,5 +156,8 @@ class Task:
             return TorchClient(model, train, test, loss=loss, device=device)
         for fn in ("train", "evaluate"):
             if not callable(getattr(self.module, fn, None)):
-                raise TaskError(f"NumPy task {self.path} defines no {fn}() function", "a NumPy task needs train(params, data, settings, rng) and evaluate(params, data)")
+                raise TaskError(
+                    f"NumPy task {self.path} defines no {fn}() function",
+                    "a NumPy task needs train(params, data, settings, rng) and evaluate(params, data)",
+                )
         return NumpyClient(model, self.module.train, self.module.evaluate, train, test)

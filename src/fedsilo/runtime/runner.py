@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,17 @@ def prepare_data(config: ExperimentConfig) -> SplitReport | None:
     p = config.prepare
     if p is None or all(s.data.exists() for s in config.silos):
         return None
-    return split_dataset(p.dataset, p.out, [s.name for s in config.silos], method=p.method, alpha=p.alpha,
-                         sizes=p.sizes, groups_key=p.groups_key, test_fraction=p.test_fraction, seed=p.seed)
+    return split_dataset(
+        p.dataset,
+        p.out,
+        [s.name for s in config.silos],
+        method=p.method,
+        alpha=p.alpha,
+        sizes=p.sizes,
+        groups_key=p.groups_key,
+        test_fraction=p.test_fraction,
+        seed=p.seed,
+    )
 
 
 def worker_count(config: ExperimentConfig, silos: int) -> int:
@@ -60,7 +70,10 @@ def open_transport(config: ExperimentConfig, task: Task, layout: Layout, with_po
         if with_pooled:
             folders[POOLED] = [s.data for s in config.silos]
         device = config.train.device
-        agents = {name: SiloAgent(name, lambda f=f: task.make_client(f, config.seed, device), config.seed) for name, f in folders.items()}
+        agents = {
+            name: SiloAgent(name, partial(task.make_client, f, config.seed, device), config.seed)
+            for name, f in folders.items()
+        }
         return InProcessTransport(agents)
     pool = WorkerPool(config.task, folders, layout, config.seed, workers, config.train.device)
     if with_pooled:
@@ -133,7 +146,9 @@ def _loss_metrics(client: Client, params: ArrayDict) -> tuple[float, dict[str, f
     return loss, {**metrics, "num_examples": float(n)}
 
 
-def run_baselines(config: ExperimentConfig, transport: Transport, initial: ArrayDict, evaluator: Client | None) -> dict[str, Any]:
+def run_baselines(
+    config: ExperimentConfig, transport: Transport, initial: ArrayDict, evaluator: Client | None
+) -> dict[str, Any]:
     """Same total budget as the federated run: every silo alone, and all data pooled in one place.
 
     Each model trains ``rounds x epochs`` epochs from the same initial model, so each sees every
@@ -145,7 +160,9 @@ def run_baselines(config: ExperimentConfig, transport: Transport, initial: Array
     names = [s.name for s in config.silos] + [POOLED]
     local: dict[str, Any] = {}
     central: dict[str, Any] = {}
-    for reply in transport.fit(names, FitIns(0, initial, fit_config), timeout=config.server.round_timeout_s * config.rounds):
+    for reply in transport.fit(
+        names, FitIns(0, initial, fit_config), timeout=config.server.round_timeout_s * config.rounds
+    ):
         if not isinstance(reply, FitRes):
             (central if reply.silo == POOLED else local.setdefault(reply.silo, {})).update(failure=reply.reason)
             continue
@@ -158,7 +175,9 @@ def run_baselines(config: ExperimentConfig, transport: Transport, initial: Array
     return {"centralized": central, "local_only": dict(sorted(local.items())), "epochs": fit_config["epochs"]}
 
 
-def summarize(config: ExperimentConfig, run: RunDir, duration: float, baselines: Mapping[str, Any] | None) -> dict[str, Any]:
+def summarize(
+    config: ExperimentConfig, run: RunDir, duration: float, baselines: Mapping[str, Any] | None
+) -> dict[str, Any]:
     rows = run.metrics()
     last = max((r["round"] for r in rows), default=0)
 
@@ -190,4 +209,3 @@ def load_run_config(run_dir: Path, rounds: int | None = None) -> tuple[Experimen
     if rounds is not None:
         config = config.model_copy(update={"rounds": rounds})
     return config, (run.path / "experiment.yaml").read_text()
-

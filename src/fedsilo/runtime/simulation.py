@@ -16,12 +16,14 @@ never leave this machine and carry no parameters.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import connection, get_context
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
@@ -48,6 +50,12 @@ class WorkerSetup:
     global_names: tuple[str, str]
     slot_names: tuple[str, str]
     max_cached_silos: int
+
+
+def _buf(shm: SharedMemory) -> memoryview:
+    buf = shm.buf
+    assert buf is not None, "shared memory used after close"
+    return buf
 
 
 def _set_threads(count: int) -> None:
@@ -82,18 +90,18 @@ def worker_main(conn: connection.Connection, setup: WorkerSetup) -> None:
                 return
             kind, call_id, silo, folders, buffer, slot, rnd, config = msg
             agent = agents.pop(silo, None) or SiloAgent(
-                silo, lambda f=folders: task.make_client(f, setup.seed, setup.device, model=model), setup.seed
+                silo, partial(task.make_client, folders, setup.seed, setup.device, model=model), setup.seed
             )
             agents[silo] = agent
             while len(agents) > setup.max_cached_silos:
                 agents.popitem(last=False)
-            params = setup.layout.view(globals_[buffer].buf)
+            params = setup.layout.view(_buf(globals_[buffer]))
             if kind == "fit":
                 res = agent.fit(FitIns(rnd, params, config))
                 if isinstance(res, FitRes):
                     try:
                         check_update(silo, res.parameters, spec)
-                        setup.layout.write(res.parameters, slots[slot].buf)
+                        setup.layout.write(res.parameters, _buf(slots[slot]))
                     except FedsiloError as exc:
                         res = Failure(silo, exc.message, "rejected")
                 reply: tuple[Any, ...] = (
@@ -129,10 +137,8 @@ class _Worker:
 
     def stop(self, kill: bool = False) -> None:
         if not kill:
-            try:
+            with contextlib.suppress(OSError):
                 self.conn.send(("stop",))
-            except OSError:
-                pass
             self.process.join(5)
         if self.process.is_alive():
             self.process.kill()
@@ -164,9 +170,16 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         threads = max(1, (os.cpu_count() or 1) // workers)
         self._setups = [
-            WorkerSetup(str(task_path), seed, device, threads, layout,
-                        (self._shms[0].name, self._shms[1].name),
-                        (self._shms[2 + 2 * i].name, self._shms[3 + 2 * i].name), max_cached_silos)
+            WorkerSetup(
+                str(task_path),
+                seed,
+                device,
+                threads,
+                layout,
+                (self._shms[0].name, self._shms[1].name),
+                (self._shms[2 + 2 * i].name, self._shms[3 + 2 * i].name),
+                max_cached_silos,
+            )
             for i in range(workers)
         ]
         try:
@@ -179,13 +192,18 @@ class WorkerPool:
 
     def _await_ready(self, worker: _Worker, timeout: float) -> None:
         if not worker.conn.poll(timeout):
-            raise FedsiloError(f"simulation worker {worker.index} did not start within {timeout:.0f}s", "check that the task module imports quickly")
+            raise FedsiloError(
+                f"simulation worker {worker.index} did not start within {timeout:.0f}s",
+                "check that the task module imports quickly",
+            )
         try:
             msg = worker.conn.recv()
         except EOFError:
             msg = ("error", f"worker exited with code {worker.process.exitcode}")
         if msg[0] != "ready":
-            raise FedsiloError(f"simulation worker could not load the task: {msg[1]}", "run `fedsilo validate` on the experiment")
+            raise FedsiloError(
+                f"simulation worker could not load the task: {msg[1]}", "run `fedsilo validate` on the experiment"
+            )
 
     def _replace(self, worker: _Worker) -> _Worker:
         worker.stop(kill=True)
@@ -208,14 +226,22 @@ class WorkerPool:
     def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
         yield from self._run("evaluate", silos, ins.round, ins.parameters, ins.config, timeout)  # type: ignore[misc]
 
-    def _run(self, kind: str, silos: Sequence[str], rnd: int, params: Mapping[str, Any], config: Mapping[str, Any], timeout: float) -> Iterator[FitRes | EvaluateRes | Failure]:
+    def _run(
+        self,
+        kind: str,
+        silos: Sequence[str],
+        rnd: int,
+        params: Mapping[str, Any],
+        config: Mapping[str, Any],
+        timeout: float,
+    ) -> Iterator[FitRes | EvaluateRes | Failure]:
         unknown = [s for s in silos if s not in self._silos]
         if unknown:
             raise FedsiloError(f"unknown silos {unknown}")
         self._call_id += 1
         call_id, buffer = self._call_id, self._next_buffer
         self._next_buffer ^= 1
-        self._layout.write(params, self._shms[buffer].buf)  # the one broadcast of this call
+        self._layout.write(params, _buf(self._shms[buffer]))  # the one broadcast of this call
         pending = deque(sorted(silos, key=lambda s: -self._sizes.get(s, 0)))
         busy: dict[connection.Connection, _Worker] = {}
         deadline = time.monotonic() + timeout
@@ -236,16 +262,20 @@ class WorkerPool:
                 ready = connection.wait(list(busy), timeout=max(0.0, deadline - time.monotonic()))
                 if not ready:
                     for worker in list(busy.values()):
-                        yield Failure(worker.silo or "?", f"no reply within the round deadline of {timeout:.0f}s", "timeout")
+                        yield Failure(
+                            worker.silo or "?", f"no reply within the round deadline of {timeout:.0f}s", "timeout"
+                        )
                         del busy[worker.conn]
                         self._replace(worker)
                     while pending:
-                        yield Failure(pending.popleft(), f"not started before the round deadline of {timeout:.0f}s", "timeout")
+                        yield Failure(
+                            pending.popleft(), f"not started before the round deadline of {timeout:.0f}s", "timeout"
+                        )
                     return
                 for conn in ready:
                     worker = busy.pop(conn)  # type: ignore[call-overload]
                     try:
-                        msg = conn.recv()  # type: ignore[union-attr]
+                        msg = worker.conn.recv()
                     except (EOFError, OSError):
                         silo = worker.silo or "?"
                         code = worker.process.exitcode
@@ -263,7 +293,7 @@ class WorkerPool:
         if msg[0] == "fit":
             _, _, silo, n, metrics = msg
             self._sizes[silo] = n
-            params = self._layout.view(self._shms[2 + 2 * index + slot].buf)
+            params = self._layout.view(_buf(self._shms[2 + 2 * index + slot]))
             return FitRes(silo, params, n, metrics)
         if msg[0] == "evaluate":
             _, _, silo, loss, n, metrics = msg
@@ -276,14 +306,10 @@ class WorkerPool:
             worker.stop()
         self._workers = []
         for shm in self._shms:
-            try:
+            with contextlib.suppress(BufferError):  # a caller still holds a view; it goes when they do
                 shm.close()
-            except BufferError:  # a caller still holds a view; the mapping goes when it does
-                pass
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 shm.unlink()
-            except FileNotFoundError:
-                pass
         self._shms = []
 
     def __enter__(self) -> WorkerPool:

@@ -54,7 +54,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise RunDirError(f"{path} is not a fedsilo checkpoint (format {meta.get('format')!r})")
     names = json.loads(meta["model_names"])
     params = {k: arrays[f"model/{k}"] for k in names}  # keep the model's own order
-    strategy = {k[len("strategy/"):]: v for k, v in arrays.items() if k.startswith("strategy/")}
+    strategy = {k[len("strategy/") :]: v for k, v in arrays.items() if k.startswith("strategy/")}
     return Checkpoint(int(meta["round"]), params, StrategyState(strategy, json.loads(meta["strategy_values"])))
 
 

@@ -54,7 +54,7 @@ class LoopSettings:
     max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES
 
 
-Checkpointer = Callable[[int, ArrayDict, StrategyState], None]
+Checkpointer = Callable[[int, ArrayDict, StrategyState], object]
 
 
 @dataclass
@@ -76,7 +76,9 @@ class ServerLoop:
         if self.central_evaluate is None:
             return None
         loss, metrics = self.central_evaluate(params)
-        return self._emit({"round": round, "scope": "server", "silo": None, "phase": "evaluate", "loss": loss, **metrics})
+        return self._emit(
+            {"round": round, "scope": "server", "silo": None, "phase": "evaluate", "loss": loss, **metrics}
+        )
 
     def run(self, params: ArrayDict, state: StrategyState, start_round: int = 1) -> tuple[ArrayDict, StrategyState]:
         """Run rounds ``start_round..settings.rounds``; returns the final model and state."""
@@ -93,7 +95,9 @@ class ServerLoop:
         available = wait_for_silos(
             self.transport.available, self.expected_silos, sampling.min_available_clients, self.settings.wait_timeout
         )
-        selected = sample_silos(available, sampling.fraction_fit, sampling.min_fit_clients, round_rng(self.settings.seed, rnd, FIT))
+        selected = sample_silos(
+            available, sampling.fraction_fit, sampling.min_fit_clients, round_rng(self.settings.seed, rnd, FIT)
+        )
         for obs in self.observers:
             obs.on_round_start(rnd, selected)
 
@@ -141,17 +145,32 @@ class ServerLoop:
         if sampling.fraction_evaluate <= 0:
             return []
         selected = sample_silos(
-            available, sampling.fraction_evaluate, sampling.min_evaluate_clients, round_rng(self.settings.seed, rnd, EVALUATE)
+            available,
+            sampling.fraction_evaluate,
+            sampling.min_evaluate_clients,
+            round_rng(self.settings.seed, rnd, EVALUATE),
         )
         rows, results = [], []
-        for reply in self.transport.evaluate(selected, EvaluateIns(rnd, params, {"seed": self.settings.seed}), self.settings.round_timeout):
+        for reply in self.transport.evaluate(
+            selected, EvaluateIns(rnd, params, {"seed": self.settings.seed}), self.settings.round_timeout
+        ):
             for obs in self.observers:
                 obs.on_reply(rnd, "evaluate", reply)
             rows.append(self._emit(_reply_row(rnd, "evaluate", reply)))
             if isinstance(reply, EvaluateRes) and reply.num_examples > 0:
                 results.append(reply)
         if results:
-            rows.append(self._emit({"round": rnd, "scope": "federated", "silo": None, "phase": "evaluate", **federated_summary(results)}))
+            rows.append(
+                self._emit(
+                    {
+                        "round": rnd,
+                        "scope": "federated",
+                        "silo": None,
+                        "phase": "evaluate",
+                        **federated_summary(results),
+                    }
+                )
+            )
         return rows
 
 

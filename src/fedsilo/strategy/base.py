@@ -52,8 +52,11 @@ class Aggregation(Protocol):
 
 
 class Strategy(Protocol):
-    name: str
-    sampling: Sampling
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sampling(self) -> Sampling: ...
 
     def initial_state(self, parameters: ArrayDict) -> StrategyState:
         """State before round 1, given the initial global model."""

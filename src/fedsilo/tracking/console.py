@@ -25,7 +25,9 @@ class ConsoleProgress:
 
     def on_round_start(self, round: int, silos: Sequence[str]) -> None:
         self._round_started = time.monotonic()
-        self.console.print(f"[bold]round {round}/{self.rounds}[/bold]  training on {len(silos)} silos: {', '.join(silos)}")
+        self.console.print(
+            f"[bold]round {round}/{self.rounds}[/bold]  training on {len(silos)} silos: {', '.join(silos)}"
+        )
 
     def on_reply(self, round: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> None:
         if isinstance(reply, Failure):

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from fedsilo.arrays import ArrayDict, save_file
 from fedsilo.errors import RunDirError
@@ -35,7 +35,7 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.checkpoints = self.path / CHECKPOINTS
-        self._metrics = None
+        self._metrics: TextIO | None = None
 
     @classmethod
     def create(cls, root: Path, name: str, source_text: str) -> RunDir:
@@ -63,7 +63,9 @@ class RunDir:
     def open(cls, path: Path) -> RunDir:
         run = cls(path)
         if not (run.path / CONFIG).is_file():
-            raise RunDirError(f"{path} is not a fedsilo run folder (no {CONFIG})", "pass the folder `fedsilo run` printed")
+            raise RunDirError(
+                f"{path} is not a fedsilo run folder (no {CONFIG})", "pass the folder `fedsilo run` printed"
+            )
         return run
 
     def config(self) -> dict[str, Any]:
@@ -74,7 +76,9 @@ class RunDir:
         path = self.path / METRICS
         if not path.exists():
             return
-        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["round"] <= last_round]
+        keep = [
+            line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["round"] <= last_round
+        ]
         path.write_text("".join(line + "\n" for line in keep))
 
     def metrics(self) -> list[dict[str, Any]]:
