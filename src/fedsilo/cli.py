@@ -194,12 +194,19 @@ def data_split(
             test_fraction=test_fraction,
             seed=seed,
             force=force,
-            data_dirs=data_dir,
+            data_dirs=_search_dirs(data_dir),
             download=download,
         )
         print_split(report)
 
     _guarded(go)
+
+
+def _search_dirs(extra: list[Path] | None) -> list[Path] | None:
+    """``--data-dir`` folders are searched first, then the usual places (not instead of them)."""
+    from fedsilo.data.datasets import data_dirs
+
+    return data_dirs(extra) if extra else None
 
 
 def print_split(report: Any) -> None:
@@ -225,7 +232,7 @@ def data_fetch(
     """Find a dataset in the data directories, verify its checksum, and print its path."""
     from fedsilo.data.datasets import find_dataset
 
-    _guarded(lambda: out.print(str(find_dataset(name, data_dirs=data_dir, download=download))))
+    _guarded(lambda: out.print(str(find_dataset(name, data_dirs=_search_dirs(data_dir), download=download))))
 
 
 def main() -> None:
