@@ -39,6 +39,18 @@ class TrainSettings:
     device: str = "auto"
     seed: int = 0
     proximal_mu: float = 0.0
+    lr_decay: float = 1.0
+    round: int = 1
+    epochs_per_round: int = 0
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate for local ``epoch`` (0-based): ``lr * lr_decay ** (round - 1)``.
+
+        A baseline that trains all rounds' epochs in one go passes ``epochs_per_round`` so the
+        rate steps down every ``epochs_per_round`` epochs, as it would have across rounds.
+        """
+        per_round = self.epochs_per_round or self.epochs
+        return self.lr * self.lr_decay ** (self.round - 1 + epoch // per_round)
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> TrainSettings:

@@ -131,7 +131,9 @@ def train_epochs(
     anchor = [p.detach().clone() for p in model.parameters()] if s.proximal_mu > 0 else None
     model.train()
     total, count = 0.0, 0
-    for _ in range(s.epochs):
+    for epoch in range(s.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = s.lr_at(epoch)
         for xb, yb in data.batches(s.batch_size, generator):
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)

@@ -49,6 +49,7 @@ class TrainConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0)
+    lr_decay: float = Field(1.0, gt=0, le=1, description="Multiplies lr after every round.")
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     device: str = "auto"

@@ -156,7 +156,12 @@ def run_baselines(
     """
     if evaluator is None:
         return {"skipped": "baselines need server.data (a server-side test set) to compare models on"}
-    fit_config = {**config.fit_config(), "epochs": config.rounds * config.train.epochs, "seed": config.seed}
+    fit_config = {
+        **config.fit_config(),
+        "epochs": config.rounds * config.train.epochs,
+        "epochs_per_round": config.train.epochs,
+        "seed": config.seed,
+    }
     names = [s.name for s in config.silos] + [POOLED]
     local: dict[str, Any] = {}
     central: dict[str, Any] = {}

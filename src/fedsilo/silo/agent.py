@@ -56,7 +56,8 @@ class SiloAgent:
     def fit(self, ins: FitIns) -> FitRes | Failure:
         try:
             self._check_incoming(ins)
-            config = {**ins.config, "seed": silo_seed(int(ins.config.get("seed", self._seed)), ins.round, self.name)}
+            seed = silo_seed(int(ins.config.get("seed", self._seed)), ins.round, self.name)
+            config = {**ins.config, "seed": seed, "round": max(ins.round, 1)}
             params, n, metrics = self.client.fit(ins.parameters, config)
             return FitRes(self.name, params, n, clean_metrics(metrics))
         except Exception as exc:  # user code may raise anything; the round must go on
