@@ -104,7 +104,7 @@ def run(
     baselines: Annotated[
         bool, typer.Option(help="Also train local-only and centralized models with the same budget.")
     ] = False,
-    quiet: Annotated[bool, typer.Option(help="Only one line per round.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Print round lines and failures only, not a line per silo.")] = False,
 ) -> None:
     """Run an experiment in simulation; writes a run folder with metrics, checkpoints and the model."""
     from fedsilo.experiment.config import load_config
