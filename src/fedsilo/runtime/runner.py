@@ -22,7 +22,7 @@ from fedsilo.errors import RunDirError
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.plan import build_plan, make_strategy
 from fedsilo.experiment.task import Task
-from fedsilo.messages import FitIns, FitRes
+from fedsilo.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
 from fedsilo.runtime.simulation import POOLED, WorkerPool
 from fedsilo.server.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from fedsilo.server.loop import LoopSettings, Observer, ServerLoop
@@ -151,8 +151,10 @@ def run_baselines(
 ) -> dict[str, Any]:
     """Same total budget as the federated run: every silo alone, and all data pooled in one place.
 
-    Each model trains ``rounds x epochs`` epochs from the same initial model, so each sees every
-    one of its examples as often as the federated model did.
+    Each model trains ``rounds x epochs`` epochs from the same initial model (the learning rate
+    follows the same per-round decay), so it sees each of its examples as often as the federated
+    model did. Each is scored on the server's test set and on every silo's own test split, which is
+    what tells a hospital whether federating helps it.
     """
     if evaluator is None:
         return {"skipped": "baselines need server.data (a server-side test set) to compare models on"}
@@ -162,22 +164,27 @@ def run_baselines(
         "epochs_per_round": config.train.epochs,
         "seed": config.seed,
     }
-    names = [s.name for s in config.silos] + [POOLED]
-    local: dict[str, Any] = {}
-    central: dict[str, Any] = {}
-    for reply in transport.fit(
-        names, FitIns(0, initial, fit_config), timeout=config.server.round_timeout_s * config.rounds
-    ):
-        if not isinstance(reply, FitRes):
-            (central if reply.silo == POOLED else local.setdefault(reply.silo, {})).update(failure=reply.reason)
-            continue
-        loss, metrics = _loss_metrics(evaluator, reply.parameters)
-        row = {"loss": loss, **metrics, "train_examples": reply.num_examples}
-        if reply.silo == POOLED:
-            central.update(row)
+    silos = [s.name for s in config.silos]
+    results: dict[str, dict[str, Any]] = {}
+    models: dict[str, ArrayDict] = {}
+    timeout = config.server.round_timeout_s * config.rounds
+    for reply in transport.fit([*silos, POOLED], FitIns(0, initial, fit_config), timeout=timeout):
+        if isinstance(reply, FitRes):
+            loss, metrics = _loss_metrics(evaluator, reply.parameters)
+            results[reply.silo] = {"loss": loss, **metrics, "train_examples": reply.num_examples}
+            models[reply.silo] = {k: v.copy() for k, v in reply.parameters.items()}  # replies are views
         else:
-            local[reply.silo] = row
-    return {"centralized": central, "local_only": dict(sorted(local.items())), "epochs": fit_config["epochs"]}
+            results[reply.silo] = {"failure": reply.reason}
+    for name, params in models.items():
+        own = silos if name == POOLED else [name]
+        for ev in transport.evaluate(own, EvaluateIns(0, params, {"seed": config.seed}), timeout=timeout):
+            if isinstance(ev, EvaluateRes):
+                results[name].setdefault("own_test", {})[ev.silo] = {"loss": ev.loss, **ev.metrics}
+    return {
+        "centralized": results.get(POOLED, {}),
+        "local_only": {s: results[s] for s in silos if s in results},
+        "epochs": fit_config["epochs"],
+    }
 
 
 def summarize(
@@ -190,6 +197,12 @@ def summarize(
         found = [r for r in rows if r["scope"] == scope and r["round"] == last and r.get("phase") == "evaluate"]
         return {k: v for k, v in found[-1].items() if k not in ("scope", "silo", "phase", "time")} if found else None
 
+    drop = ("round", "scope", "silo", "phase", "time")
+    per_silo = {
+        r["silo"]: {k: v for k, v in r.items() if k not in drop}
+        for r in rows
+        if r["scope"] == "silo" and r["round"] == last and r.get("phase") == "evaluate" and "failure" not in r
+    }
     failures = [r for r in rows if "failure" in r]
     summary: dict[str, Any] = {
         "name": config.name,
@@ -198,6 +211,7 @@ def summarize(
         "silos": [s.name for s in config.silos],
         "final": final("server"),
         "federated": final("federated"),
+        "per_silo": dict(sorted(per_silo.items())),
         "failures": len(failures),
         "duration_s": round(duration, 2),
         "run_dir": str(run.path),
