@@ -20,7 +20,7 @@ ArrayDict = dict[str, np.ndarray]
 
 def to_bytes(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:
     """Serialize to safetensors bytes (the wire format)."""
-    return st.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=dict(metadata or {}))
+    return st.save({k: np.require(v, requirements="C") for k, v in arrays.items()}, metadata=dict(metadata or {}))
 
 
 def from_bytes(data: bytes) -> ArrayDict:
@@ -32,7 +32,7 @@ def save_file(arrays: Mapping[str, np.ndarray], path: Path, metadata: Mapping[st
     """Write arrays to ``path`` atomically, so that a crash never leaves half a checkpoint."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    st.save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=dict(metadata or {}))
+    st.save_file({k: np.require(v, requirements="C") for k, v in arrays.items()}, str(tmp), metadata=dict(metadata or {}))
     tmp.replace(path)
 
 
@@ -130,8 +130,8 @@ class WeightedSum:
             raise ValueError("no weighted updates to average")
         out: ArrayDict = {}
         for k, ref in like.items():
-            mean = self._sum[k] / self.total_weight
+            mean = np.asarray(self._sum[k] / self.total_weight)  # 0-d arrays would become scalars
             if np.issubdtype(ref.dtype, np.integer):
                 mean = np.rint(mean)
-            out[k] = mean.astype(ref.dtype)
+            out[k] = np.asarray(mean, dtype=ref.dtype)
         return out

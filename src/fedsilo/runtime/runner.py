@@ -24,7 +24,7 @@ from fedsilo.experiment.plan import build_plan, make_strategy
 from fedsilo.experiment.task import Task
 from fedsilo.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
 from fedsilo.runtime.simulation import POOLED, WorkerPool
-from fedsilo.server.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from fedsilo.server.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from fedsilo.server.loop import LoopSettings, Observer, ServerLoop
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.tracking.run_dir import RunDir
@@ -63,28 +63,55 @@ def worker_count(config: ExperimentConfig, silos: int) -> int:
     return int(config.runtime.workers)
 
 
-def open_transport(config: ExperimentConfig, task: Task, layout: Layout, with_pooled: bool = False) -> Transport:
+def start_pool(config: ExperimentConfig, with_pooled: bool) -> WorkerPool | None:
+    """Start the simulation's worker processes now; they load the task while the server sets up."""
     folders: dict[str, Sequence[Path]] = {s.name: [s.data] for s in config.silos}
     workers = worker_count(config, len(folders))
     if workers == 0:
-        if with_pooled:
-            folders[POOLED] = [s.data for s in config.silos]
-        device = config.train.device
-        agents = {
-            name: SiloAgent(name, partial(task.make_client, f, config.seed, device), config.seed)
-            for name, f in folders.items()
-        }
-        return InProcessTransport(agents)
-    pool = WorkerPool(config.task, folders, layout, config.seed, workers, config.train.device)
+        return None
+    pool = WorkerPool(config.task, folders, None, config.seed, workers, config.train.device)
     if with_pooled:
         pool.add_pooled_silo()
     return pool
+
+
+def in_process_transport(config: ExperimentConfig, task: Task, with_pooled: bool) -> InProcessTransport:
+    """Every silo in this process, one after another (``runtime.workers: 0``): simplest to debug."""
+    folders: dict[str, Sequence[Path]] = {s.name: [s.data] for s in config.silos}
+    silos = list(folders)
+    if with_pooled:
+        folders[POOLED] = [s.data for s in config.silos]
+    device = config.train.device
+    return InProcessTransport(
+        {
+            name: SiloAgent(name, partial(task.make_client, f, config.seed, device), config.seed)
+            for name, f in folders.items()
+        },
+        sampleable=silos,
+    )
 
 
 def central_evaluator(config: ExperimentConfig, task: Task) -> Client | None:
     if config.server.data is None:
         return None
     return task.make_client([config.server.data], config.seed, config.train.device)
+
+
+def open_run(config: ExperimentConfig, source_text: str, resume: Path | None) -> tuple[RunDir, Checkpoint | None]:
+    """A new run folder (after checking the plan), or the resumed one and its last checkpoint."""
+    if resume is None:
+        build_plan(config).raise_if_invalid()
+        run = RunDir.create(config.output, config.name, source_text)
+        run.write_config(config.model_dump(mode="json"))
+        return run, None
+    run = RunDir.open(resume)
+    ckpt_path = latest_checkpoint(run.checkpoints)
+    if ckpt_path is None:
+        raise RunDirError(f"{resume} has no checkpoint to resume from", "start a new run instead")
+    ckpt = load_checkpoint(ckpt_path)
+    run.truncate_metrics(ckpt.round)
+    run.write_config(config.model_dump(mode="json"))
+    return run, ckpt
 
 
 def run_experiment(
@@ -96,44 +123,42 @@ def run_experiment(
 ) -> RunResult:
     """Run (or resume) ``config``; returns the run folder, final model and summary."""
     started = time.monotonic()
-    if resume is not None:
-        run = RunDir.open(resume)
-        ckpt_path = latest_checkpoint(run.checkpoints)
-        if ckpt_path is None:
-            raise RunDirError(f"{resume} has no checkpoint to resume from", "start a new run instead")
-        ckpt = load_checkpoint(ckpt_path)
-        run.truncate_metrics(ckpt.round)
-        run.write_config(config.model_dump(mode="json"))
-    else:
+    if resume is None:
         prepare_data(config)
-        build_plan(config).raise_if_invalid()
-        run = RunDir.create(config.output, config.name, source_text)
-        run.write_config(config.model_dump(mode="json"))
-
-    task = Task.load(config.task)
-    initial = task.initial_parameters(config.seed)
-    if resume is not None:
-        params, state, start = ckpt.parameters, ckpt.state, ckpt.round + 1
-    else:
-        params, state, start = initial, make_strategy(config).initial_state(initial), 1
-
-    evaluator = central_evaluator(config, task)
-    transport = open_transport(config, task, Layout.of(initial), with_pooled=baselines)
+    pool = start_pool(config, baselines)
+    run: RunDir | None = None
+    transport: Transport | None = pool
     try:
+        run, ckpt = open_run(config, source_text, resume)
+        task = Task.load(config.task)
+        initial = task.initial_parameters(config.seed)
+        if ckpt is not None:
+            params, state, start = ckpt.parameters, ckpt.state, ckpt.round + 1
+        else:
+            params, state, start = initial, make_strategy(config).initial_state(initial), 1
+        evaluator = central_evaluator(config, task)
+        if pool is not None:
+            pool.attach(Layout.of(initial))
+        else:
+            transport = in_process_transport(config, task, baselines)
+        assert transport is not None
+        checkpoints = run.checkpoints
         loop = ServerLoop(
             transport,
             make_strategy(config),
             LoopSettings(config.rounds, config.seed, config.fit_config(), config.server.round_timeout_s),
             central_evaluate=(lambda p: _loss_metrics(evaluator, p)) if evaluator else None,
             observers=[run, *observers],
-            checkpoint=lambda r, p, s: save_checkpoint(run.checkpoints, r, p, s),
+            checkpoint=lambda r, p, s: save_checkpoint(checkpoints, r, p, s),
             expected_silos=[s.name for s in config.silos],
         )
         params, state = loop.run(params, state, start)
         base = run_baselines(config, transport, initial, evaluator) if baselines else None
     finally:
-        transport.close()
-        run.close()
+        if transport is not None:
+            transport.close()
+        if run is not None:
+            run.close()
 
     run.write_model(params, {"rounds": str(config.rounds), "seed": str(config.seed)})
     summary = summarize(config, run, time.monotonic() - started, base)

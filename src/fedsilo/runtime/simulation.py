@@ -46,10 +46,24 @@ class WorkerSetup:
     seed: int
     device: str
     threads: int
+    max_cached_silos: int
+
+
+@dataclass(frozen=True)
+class Attach:
+    """Where the model's arrays live: sent once the server knows the model's layout."""
+
     layout: Layout
     global_names: tuple[str, str]
     slot_names: tuple[str, str]
-    max_cached_silos: int
+
+
+class _Shared(SharedMemory):
+    """Shared memory whose close() tolerates views still held elsewhere (they keep the mapping alive)."""
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError):
+            super().close()
 
 
 def _buf(shm: SharedMemory) -> memoryview:
@@ -75,15 +89,18 @@ def worker_main(conn: connection.Connection, setup: WorkerSetup) -> None:
         task = Task.load(Path(setup.task_path))
         _set_threads(setup.threads)
         model = task.build_model(setup.seed)
-        shms = [SharedMemory(name=n) for n in (*setup.global_names, *setup.slot_names)]
         conn.send(("ready",))
     except BaseException as exc:  # report why this worker cannot start, then exit
         conn.send(("error", describe(exc)))
         return
-    globals_, slots = shms[:2], shms[2:]
-    spec = setup.layout.spec()
     agents: OrderedDict[str, SiloAgent] = OrderedDict()
     try:
+        attach: Attach = conn.recv()
+        if not isinstance(attach, Attach):  # "stop" before any work
+            return
+        layout, spec = attach.layout, attach.layout.spec()
+        shms = [_Shared(name=n) for n in (*attach.global_names, *attach.slot_names)]
+        globals_, slots = shms[:2], shms[2:]
         while True:
             msg = conn.recv()
             if msg[0] == "stop":
@@ -95,13 +112,13 @@ def worker_main(conn: connection.Connection, setup: WorkerSetup) -> None:
             agents[silo] = agent
             while len(agents) > setup.max_cached_silos:
                 agents.popitem(last=False)
-            params = setup.layout.view(_buf(globals_[buffer]))
+            params = layout.view(_buf(globals_[buffer]))
             if kind == "fit":
                 res = agent.fit(FitIns(rnd, params, config))
                 if isinstance(res, FitRes):
                     try:
                         check_update(silo, res.parameters, spec)
-                        setup.layout.write(res.parameters, _buf(slots[slot]))
+                        layout.write(res.parameters, _buf(slots[slot]))
                     except FedsiloError as exc:
                         res = Failure(silo, exc.message, "rejected")
                 reply: tuple[Any, ...] = (
@@ -153,42 +170,55 @@ class WorkerPool:
         self,
         task_path: Path,
         silos: Mapping[str, Sequence[Path]],
-        layout: Layout,
+        layout: Layout | None,
         seed: int,
         workers: int,
         device: str = "auto",
         max_cached_silos: int = 256,
         start_timeout: float = START_TIMEOUT_S,
     ) -> None:
+        """Start ``workers`` processes; with ``layout=None`` return at once and :meth:`attach` later.
+
+        Starting early lets the workers import the task (and torch) while the caller builds the
+        initial model, instead of one after the other.
+        """
         self._silos = {k: tuple(str(p) for p in v) for k, v in silos.items()}
-        self._layout = layout
         self._ctx = get_context("spawn")  # fork is unsafe once torch's threads exist
-        self._shms = [SharedMemory(create=True, size=layout.size) for _ in range(2 + 2 * workers)]
+        self._shms: list[SharedMemory] = []
+        self._layout: Layout | None = None
         self._next_buffer = 0
         self._call_id = 0
         self._sizes: dict[str, int] = {}
-        self._workers: list[_Worker] = []
+        self._start_timeout = start_timeout
         threads = max(1, (os.cpu_count() or 1) // workers)
-        self._setups = [
-            WorkerSetup(
-                str(task_path),
-                seed,
-                device,
-                threads,
-                layout,
-                (self._shms[0].name, self._shms[1].name),
-                (self._shms[2 + 2 * i].name, self._shms[3 + 2 * i].name),
-                max_cached_silos,
-            )
-            for i in range(workers)
-        ]
+        self._setup = WorkerSetup(str(task_path), seed, device, threads, max_cached_silos)
+        self._workers: list[_Worker] = []
         try:
-            self._workers = [_Worker(self._ctx, s, i) for i, s in enumerate(self._setups)]
-            for w in self._workers:
-                self._await_ready(w, start_timeout)
+            self._workers = [_Worker(self._ctx, self._setup, i) for i in range(workers)]
+            if layout is not None:
+                self.attach(layout)
         except BaseException:
             self.close()
             raise
+
+    def attach(self, layout: Layout) -> None:
+        """Wait for every worker to be ready, then give them the model's shared-memory buffers."""
+        try:
+            for w in self._workers:
+                self._await_ready(w, self._start_timeout)
+            self._layout = layout
+            self._shms = [_Shared(create=True, size=layout.size) for _ in range(2 + 2 * len(self._workers))]
+            for w in self._workers:
+                w.conn.send(self._attach_for(w.index))
+        except BaseException:
+            self.close()
+            raise
+
+    def _attach_for(self, index: int) -> Attach:
+        """Worker ``index``'s view: the two global buffers and its own two result slots."""
+        assert self._layout is not None
+        names = [s.name for s in self._shms]
+        return Attach(self._layout, (names[0], names[1]), (names[2 + 2 * index], names[3 + 2 * index]))
 
     def _await_ready(self, worker: _Worker, timeout: float) -> None:
         if not worker.conn.poll(timeout):
@@ -207,8 +237,9 @@ class WorkerPool:
 
     def _replace(self, worker: _Worker) -> _Worker:
         worker.stop(kill=True)
-        fresh = _Worker(self._ctx, self._setups[worker.index], worker.index)
-        self._await_ready(fresh, START_TIMEOUT_S)
+        fresh = _Worker(self._ctx, self._setup, worker.index)
+        self._await_ready(fresh, self._start_timeout)
+        fresh.conn.send(self._attach_for(worker.index))
         self._workers[worker.index] = fresh
         return fresh
 
@@ -238,10 +269,13 @@ class WorkerPool:
         unknown = [s for s in silos if s not in self._silos]
         if unknown:
             raise FedsiloError(f"unknown silos {unknown}")
+        if self._layout is None:
+            raise FedsiloError("the worker pool was used before attach(layout)")
+        layout = self._layout
         self._call_id += 1
         call_id, buffer = self._call_id, self._next_buffer
         self._next_buffer ^= 1
-        self._layout.write(params, _buf(self._shms[buffer]))  # the one broadcast of this call
+        layout.write(params, _buf(self._shms[buffer]))  # the one broadcast of this call
         pending = deque(sorted(silos, key=lambda s: -self._sizes.get(s, 0)))
         busy: dict[connection.Connection, _Worker] = {}
         deadline = time.monotonic() + timeout
@@ -278,6 +312,7 @@ class WorkerPool:
                         msg = worker.conn.recv()
                     except (EOFError, OSError):
                         silo = worker.silo or "?"
+                        worker.process.join(5)  # the pipe closes before the process is reaped
                         code = worker.process.exitcode
                         dispatch(self._replace(worker))
                         yield Failure(silo, f"its worker process died (exit code {code})", "disconnected")
@@ -293,6 +328,7 @@ class WorkerPool:
         if msg[0] == "fit":
             _, _, silo, n, metrics = msg
             self._sizes[silo] = n
+            assert self._layout is not None
             params = self._layout.view(_buf(self._shms[2 + 2 * index + slot]))
             return FitRes(silo, params, n, metrics)
         if msg[0] == "evaluate":
@@ -306,8 +342,7 @@ class WorkerPool:
             worker.stop()
         self._workers = []
         for shm in self._shms:
-            with contextlib.suppress(BufferError):  # a caller still holds a view; it goes when they do
-                shm.close()
+            shm.close()
             with contextlib.suppress(FileNotFoundError):
                 shm.unlink()
         self._shms = []

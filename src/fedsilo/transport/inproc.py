@@ -9,11 +9,13 @@ from fedsilo.transport.base import SiloEndpoint
 
 
 class InProcessTransport:
-    def __init__(self, agents: Mapping[str, SiloEndpoint]) -> None:
+    def __init__(self, agents: Mapping[str, SiloEndpoint], sampleable: Sequence[str] | None = None) -> None:
+        """``sampleable`` limits which silos rounds may pick (others, e.g. a baseline's, are called by name)."""
         self._agents = dict(agents)
+        self._sampleable = list(sampleable) if sampleable is not None else list(self._agents)
 
     def available(self) -> list[str]:
-        return list(self._agents)
+        return list(self._sampleable)
 
     def fit(self, silos: Sequence[str], ins: FitIns, timeout: float) -> Iterator[FitRes | Failure]:
         for name in silos:
