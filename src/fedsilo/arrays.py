@@ -8,6 +8,7 @@ memory) so that a model can be broadcast once and read as zero-copy views.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,34 +19,67 @@ import safetensors.numpy as st
 ArrayDict = dict[str, np.ndarray]
 
 
+ORDER_KEY = "fedsilo.order"  # safetensors sorts tensors by name; the model's own order is kept here
+
+
+def _prepare(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None) -> tuple[ArrayDict, dict[str, str]]:
+    meta = {**(metadata or {}), ORDER_KEY: json.dumps(list(arrays))}
+    return {k: np.require(v, requirements="C") for k, v in arrays.items()}, meta
+
+
+def _ordered(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None) -> ArrayDict:
+    """``arrays`` in the order recorded at write time (if the record is there and matches)."""
+    try:
+        order = json.loads((metadata or {}).get(ORDER_KEY, "null"))
+    except json.JSONDecodeError:
+        order = None
+    if isinstance(order, list) and sorted(order) == sorted(arrays):
+        return {k: arrays[k] for k in order}
+    return dict(arrays)
+
+
 def to_bytes(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:
     """Serialize to safetensors bytes (the wire format)."""
-    return st.save({k: np.require(v, requirements="C") for k, v in arrays.items()}, metadata=dict(metadata or {}))
+    tensors, meta = _prepare(arrays, metadata)
+    return st.save(tensors, metadata=meta)
+
+
+def _bytes_header_metadata(data: bytes) -> dict[str, str]:
+    """The string metadata in safetensors bytes' header (8-byte length, then JSON)."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(bytes(data[8 : 8 + size]))
+    return dict(header.get("__metadata__") or {})
 
 
 def from_bytes(data: bytes) -> ArrayDict:
-    """Parse safetensors bytes; order follows the byte layout, which ``to_bytes`` keeps sorted."""
-    return dict(st.load(data))
+    """Parse safetensors bytes, in the order the arrays were written."""
+    return _ordered(st.load(data), _bytes_header_metadata(data))
 
 
 def save_file(arrays: Mapping[str, np.ndarray], path: Path, metadata: Mapping[str, str] | None = None) -> None:
     """Write arrays to ``path`` atomically, so that a crash never leaves half a checkpoint."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    st.save_file({k: np.require(v, requirements="C") for k, v in arrays.items()}, str(tmp), metadata=dict(metadata or {}))
+    tensors, meta = _prepare(arrays, metadata)
+    st.save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
 
 
 def load_file(path: Path) -> ArrayDict:
-    return dict(st.load_file(str(path)))
+    """Read a safetensors file, in the order the arrays were written."""
+    return _ordered(st.load_file(str(path)), _raw_metadata(path))
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    """The string metadata stored in a safetensors file's header."""
+def _raw_metadata(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="numpy") as f:
         return dict(f.metadata() or {})
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The string metadata the writer of a safetensors file gave (fedsilo's own key left out)."""
+    return {k: v for k, v in _raw_metadata(path).items() if k != ORDER_KEY}
 
 
 def num_bytes(arrays: Mapping[str, np.ndarray]) -> int:
@@ -117,10 +151,9 @@ class WeightedSum:
         if weight < 0:
             raise ValueError("weights must be non-negative")
         if self._sum is None:
-            self._sum = {k: np.multiply(v, weight, dtype=np.float64) for k, v in arrays.items()}
-        else:
-            for k, acc in self._sum.items():
-                acc += np.multiply(arrays[k], weight, dtype=np.float64)
+            self._sum = {k: np.zeros(np.shape(v), np.float64) for k, v in arrays.items()}
+        for k, acc in self._sum.items():
+            acc += np.multiply(arrays[k], weight, dtype=np.float64)  # in place, 0-d arrays too
         self.total_weight += weight
         self.count += 1
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fedsilo.errors import ConfigError, FedsiloError
@@ -37,7 +38,7 @@ def _guarded(fn: Callable[[], T]) -> T:
     except FedsiloError as exc:
         if os.environ.get("FEDSILO_DEBUG"):
             raise
-        err.print(f"[red]error:[/red] {exc.one_line()}", soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(exc.one_line())}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted; a run can be continued with `fedsilo run --resume RUN_DIR`")
@@ -66,14 +67,14 @@ def validate(experiment: Annotated[Path, typer.Argument(help="The experiment YAM
         for col in ("silo", "data", "train", "test", "note"):
             table.add_column(col)
         for s in plan.silos:
-            table.add_row(s.name, _short(s.folder), _n(s.train_examples), _n(s.test_examples), s.note)
+            table.add_row(s.name, escape(_short(s.folder)), _n(s.train_examples), _n(s.test_examples), escape(s.note))
         out.print(table)
         model = f"{plan.num_parameters:,} parameters, {plan.num_arrays} arrays"
-        out.print(f"task {_short(config.task)} ({plan.framework}): {model}")
+        out.print(f"task {escape(_short(config.task))} ({plan.framework}): {model}")
         rounds = f"{plan.fit_per_round} silos train, {plan.evaluate_per_round} evaluate per round"
         out.print(f"strategy {config.strategy.name}: {rounds}")
         server = _short(config.server.data) if config.server.data else "none (no central evaluation)"
-        out.print(f"server test data: {server} ({_n(plan.server_test_examples)} examples)")
+        out.print(f"server test data: {escape(server)} ({_n(plan.server_test_examples)} examples)")
         plan.raise_if_invalid()
         out.print("[green]valid[/green]")
 
@@ -148,10 +149,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if "centralized" in base:
         out.print(_baseline_table(summary))
     elif "skipped" in base:
-        out.print(f"[yellow]baselines skipped: {base['skipped']}[/yellow]")
+        out.print(f"[yellow]baselines skipped: {escape(base['skipped'])}[/yellow]")
     if summary.get("failures"):
         out.print(f"[yellow]{summary['failures']} silo failures during the run (see metrics.jsonl)[/yellow]")
-    out.print(f"run folder: {summary['run_dir']}  ({summary['duration_s']:.1f}s)")
+    out.print(f"run folder: {escape(summary['run_dir'])}  ({summary['duration_s']:.1f}s)")
 
 
 def _baseline_table(summary: dict[str, Any]) -> Table:
@@ -232,13 +233,12 @@ def print_split(report: Any) -> None:
     from fedsilo.data.split import format_report
 
     rows = format_report(report)
-    table = Table(
-        title=f"{'existing ' if report.already_existed else ''}split of {Path(str(report.source)).name} in {report.out}"
-    )
+    existing = "existing " if report.already_existed else ""
+    table = Table(title=escape(f"{existing}split of {Path(str(report.source)).name} in {report.out}"))
     for col in rows[0]:
         table.add_column(str(col))
     for row in rows[1:]:
-        table.add_row(*[str(c) for c in row])
+        table.add_row(*[escape(str(c)) for c in row])
     out.print(table)
 
 
@@ -251,7 +251,7 @@ def data_fetch(
     """Find a dataset in the data directories, verify its checksum, and print its path."""
     from fedsilo.data.datasets import find_dataset
 
-    _guarded(lambda: out.print(str(find_dataset(name, data_dirs=_search_dirs(data_dir), download=download))))
+    _guarded(lambda: out.print(escape(str(find_dataset(name, data_dirs=_search_dirs(data_dir), download=download)))))
 
 
 def main() -> None:

@@ -29,9 +29,7 @@ ENV_VAR = "FEDSILO_DATA_DIR"
 SPLITS = ("train", "val", "test")
 _CHUNK = 1 << 20
 _MEDMNIST = "https://zenodo.org/records/10519652/files/{}.npz?download=1"
-_MEDMNIST_CITATION = (
-    "J. Yang et al., MedMNIST v2, Scientific Data 10, 41 (2023), doi:10.1038/s41597-022-01721-8"
-)
+_MEDMNIST_CITATION = "J. Yang et al., MedMNIST v2, Scientific Data 10, 41 (2023), doi:10.1038/s41597-022-01721-8"
 
 
 @dataclass(frozen=True)
@@ -123,9 +121,7 @@ def dataset_info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown dataset {name!r}", fix=f"use one of: {', '.join(sorted(DATASETS))}"
-        ) from None
+        raise ConfigError(f"unknown dataset {name!r}", fix=f"use one of: {', '.join(sorted(DATASETS))}") from None
 
 
 def _cache_dir() -> Path:
@@ -174,8 +170,7 @@ def digests(path: Path) -> tuple[str, str]:
 
 def _mismatch(what: str, info: DatasetInfo, md5: str, sha: str, fix: str) -> ChecksumMismatch:
     return ChecksumMismatch(
-        f"{what} is not the published {info.name} file: expected {info.expected()}, "
-        f"got md5 {md5} / sha256 {sha}",
+        f"{what} is not the published {info.name} file: expected {info.expected()}, got md5 {md5} / sha256 {sha}",
         fix=fix,
     )
 
@@ -201,9 +196,7 @@ def _progress(filename: str) -> Progress:
     )
 
 
-def download(
-    info: DatasetInfo, dest_dir: Path, url: str | None = None, timeout: float = 60
-) -> Path:
+def download(info: DatasetInfo, dest_dir: Path, url: str | None = None, timeout: float = 60) -> Path:
     """Fetch ``info``'s file into ``dest_dir``; ``url`` overrides ``info.url`` (mirrors, tests).
 
     Bytes stream into a hidden temp file that is renamed into place only after its checksum
@@ -298,8 +291,7 @@ def find_dataset(
     fetch = "" if info.url is None else ", or pass --download"
     checksum = f"md5 {info.md5}" if info.md5 else f"sha256 {info.sha256}"
     raise DatasetNotFound(
-        f"dataset {name!r} not found: no {info.filename} in "
-        f"{', '.join(str(d) for d in searched) or '(no folders)'}",
+        f"dataset {name!r} not found: no {info.filename} in {', '.join(str(d) for d in searched) or '(no folders)'}",
         fix=f"{where} {info.filename} ({checksum}) in {targets[0]}, or set {ENV_VAR} "
         f"to the folder that holds it{fetch}",
     )
@@ -334,13 +326,10 @@ def load_arrays(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                         out[split] = (x, y)
                         break
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(
-            f"cannot read {path} as .npz: {exc}", fix="re-download or regenerate the file"
-        ) from exc
+        raise DataError(f"cannot read {path} as .npz: {exc}", fix="re-download or regenerate the file") from exc
     if not out:
         raise DataError(
             f"{path} has no train/val/test arrays (keys found: {', '.join(sorted(keys))})",
-            fix="use MedMNIST keys (train_images, train_labels, ...) or Keras keys "
-            "(x_train, y_train, ...)",
+            fix="use MedMNIST keys (train_images, train_labels, ...) or Keras keys (x_train, y_train, ...)",
         )
     return out

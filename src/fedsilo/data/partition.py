@@ -62,9 +62,7 @@ def _unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inverse.reshape(-1), counts
 
 
-def iid(
-    n: int, num_silos: int, rng: np.random.Generator, sizes: Sequence[float] | None = None
-) -> list[np.ndarray]:
+def iid(n: int, num_silos: int, rng: np.random.Generator, sizes: Sequence[float] | None = None) -> list[np.ndarray]:
     """Shuffle ``range(n)`` and cut it into ``num_silos`` pieces proportional to ``sizes``."""
     _check_silos(num_silos, n, "samples")
     counts = _counts(n, _proportions(sizes, num_silos))
@@ -93,10 +91,7 @@ def dirichlet(
     if not (np.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a positive number, got {alpha!r}")
     if min_per_silo < 0 or min_per_silo * num_silos > len(labels):
-        raise ValueError(
-            f"min_per_silo={min_per_silo} is impossible for {num_silos} silos "
-            f"and {len(labels)} samples"
-        )
+        raise ValueError(f"min_per_silo={min_per_silo} is impossible for {num_silos} silos and {len(labels)} samples")
     props = _proportions(sizes, num_silos)
     inverse, _ = _unique_inverse(labels)
     by_class = [np.flatnonzero(inverse == c) for c in range(int(inverse.max()) + 1)]

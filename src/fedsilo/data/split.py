@@ -57,9 +57,7 @@ class SplitReport:
         return json.dumps(self.to_dict(), indent=2)
 
 
-def _check_args(
-    silos: Sequence[str], method: str, test_fraction: float, groups_key: str | None
-) -> None:
+def _check_args(silos: Sequence[str], method: str, test_fraction: float, groups_key: str | None) -> None:
     if not silos:
         raise ConfigError("no silos given", fix="name at least one silo")
     for name in silos:
@@ -73,9 +71,7 @@ def _check_args(
     if method not in METHODS:
         raise ConfigError(f"unknown split method {method!r}", fix=f"use one of {METHODS}")
     if not 0 < test_fraction < 1:
-        raise ConfigError(
-            f"test_fraction must be between 0 and 1, got {test_fraction}", fix="e.g. 0.2"
-        )
+        raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}", fix="e.g. 0.2")
     if (method == "group") != (groups_key is not None):
         raise ConfigError(
             "method 'group' needs a groups key, and a groups key needs method 'group'",
@@ -240,9 +236,7 @@ def split_dataset(
             for name, part in zip(silos, parts, strict=True)
         }
     except ValueError as exc:
-        raise ConfigError(
-            f"cannot split {path.name}: {exc}", fix="adjust the split options"
-        ) from exc
+        raise ConfigError(f"cannot split {path.name}: {exc}", fix="adjust the split options") from exc
 
     classes = np.unique(y)
     report = SplitReport(

@@ -133,7 +133,9 @@ def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
         if key in out:
             out[key] = fix(out[key])
     if isinstance(out.get("silos"), list):
-        out["silos"] = [{**s, "data": fix(s.get("data"))} if isinstance(s, dict) else s for s in out["silos"]]
+        out["silos"] = [
+            {**s, "data": fix(s["data"])} if isinstance(s, dict) and "data" in s else s for s in out["silos"]
+        ]
     for section, key in (("server", "data"), ("prepare", "out")):
         if isinstance(out.get(section), dict) and key in out[section]:
             out[section] = {**out[section], key: fix(out[section][key])}

@@ -13,7 +13,7 @@ from pathlib import Path
 from fedsilo.client.numpy import num_examples
 from fedsilo.data.datasets import find_dataset
 from fedsilo.data.loaders import check_silo_folder
-from fedsilo.errors import FedsiloError, PlanError
+from fedsilo.errors import DataError, FedsiloError, PlanError
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.task import Task
 from fedsilo.server.registry import sample_count
@@ -55,8 +55,17 @@ def make_strategy(config: ExperimentConfig) -> Strategy:
     return FedAvg(sampling)
 
 
-def _count(task: Task, folder: Path, split: str) -> int:
-    """Samples in one split of a folder; opens the data without training on it."""
+def _count(task: Task | None, folder: Path, split: str) -> int | None:
+    """Samples in one split of a folder; opens the data without training on it.
+
+    Without a task (it failed to load) only the folder's existence can be checked.
+    """
+    if task is None:
+        if not folder.exists():
+            raise DataError(
+                f"data folder {folder} does not exist", "run `fedsilo data split` or fix the path in the YAML"
+            )
+        return None
     if getattr(task.module, "load_data", None) is None:
         return check_silo_folder(folder, (split,))[split]
     return num_examples(task.load_data([folder], split))
@@ -78,25 +87,23 @@ def _strategy_problems(config: ExperimentConfig) -> list[str]:
 
 def build_plan(config: ExperimentConfig) -> Plan:
     problems = _strategy_problems(config)
+    task: Task | None = None
+    framework, model_params = None, {}
     try:
         task = Task.load(config.task)
         model = task.build_model(config.seed)
         framework = task.framework_of(model)
         model_params = task.parameters_of(model)
     except FedsiloError as exc:
-        return Plan(config, problems=tuple([exc.one_line(), *problems]))
+        problems.insert(0, exc.one_line())
+        task = None
 
+    prepare_note = _prepare_note(config, problems)
     needs_test = config.strategy.fraction_evaluate > 0
     silos = []
     for silo in config.silos:
-        if not silo.data.exists() and config.prepare is not None:
-            try:
-                source = find_dataset(config.prepare.dataset)
-                note = f"split from {source.name} on first run"
-            except FedsiloError as exc:
-                note = "dataset not found"
-                problems.append(f"silo '{silo.name}': {exc.one_line()}")
-            silos.append(SiloPlan(silo.name, silo.data, None, None, note))
+        if prepare_note is not None and not silo.data.exists():
+            silos.append(SiloPlan(silo.name, silo.data, None, None, prepare_note))
             continue
         try:
             train = _count(task, silo.data, "train")
@@ -111,7 +118,7 @@ def build_plan(config: ExperimentConfig) -> Plan:
             silos.append(SiloPlan(silo.name, silo.data, None, None, "unreadable"))
 
     server_test = None
-    if config.server.data is not None and not (config.prepare is not None and not config.server.data.exists()):
+    if config.server.data is not None and not (prepare_note is not None and not config.server.data.exists()):
         try:
             server_test = _count(task, config.server.data, "test")
         except FedsiloError as exc:
@@ -131,3 +138,14 @@ def build_plan(config: ExperimentConfig) -> Plan:
         else 0,
         problems=tuple(problems),
     )
+
+
+def _prepare_note(config: ExperimentConfig, problems: list[str]) -> str | None:
+    """When ``prepare:`` will make missing data folders: a note for them (the dataset is found once)."""
+    if config.prepare is None or all(s.data.exists() for s in config.silos):
+        return None
+    try:
+        return f"split from {find_dataset(config.prepare.dataset).name} on first run"
+    except FedsiloError as exc:
+        problems.append(f"prepare.dataset: {exc.one_line()}")
+        return "dataset not found"

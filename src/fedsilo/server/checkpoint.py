@@ -36,7 +36,6 @@ def save_checkpoint(folder: Path, round: int, parameters: ArrayDict, state: Stra
     meta = {
         "format": FORMAT,
         "round": str(round),
-        "model_names": json.dumps(list(parameters)),
         "strategy_values": json.dumps(dict(state.values)),
     }
     path = checkpoint_path(folder, round)
@@ -52,8 +51,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise RunDirError(f"checkpoint {path} is unreadable: {exc}", "delete it to resume from the one before") from exc
     if meta.get("format") != FORMAT:
         raise RunDirError(f"{path} is not a fedsilo checkpoint (format {meta.get('format')!r})")
-    names = json.loads(meta["model_names"])
-    params = {k: arrays[f"model/{k}"] for k in names}  # keep the model's own order
+    params = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}  # written order
     strategy = {k[len("strategy/") :]: v for k, v in arrays.items() if k.startswith("strategy/")}
     return Checkpoint(int(meta["round"]), params, StrategyState(strategy, json.loads(meta["strategy_values"])))
 

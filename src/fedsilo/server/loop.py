@@ -192,6 +192,7 @@ def _reply_row(rnd: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> R
     row: Row = {"round": rnd, "scope": "silo", "silo": reply.silo, "phase": phase}
     if isinstance(reply, Failure):
         return {**row, "failure": reply.reason, "failure_kind": reply.kind}
+    row["num_examples"] = reply.num_examples
     if isinstance(reply, EvaluateRes):
         row["loss"] = reply.loss
-    return {**row, "num_examples": reply.num_examples, **reply.metrics}
+    return {**reply.metrics, **row}  # a silo's metric named "round" must not move its row

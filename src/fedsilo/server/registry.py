@@ -23,7 +23,8 @@ def round_rng(seed: int, round: int, purpose: int) -> np.random.Generator:
 
 def sample_count(available: int, fraction: float, minimum: int) -> int:
     """How many silos to sample: the fraction of those available, but at least ``minimum``."""
-    return min(available, max(minimum, math.ceil(fraction * available)))
+    wanted = math.ceil(fraction * available - 1e-9)  # 0.07 * 100 is 7.000000000000001, not 8 silos
+    return min(available, max(minimum, wanted))
 
 
 def sample_silos(available: Sequence[str], fraction: float, minimum: int, rng: np.random.Generator) -> list[str]:

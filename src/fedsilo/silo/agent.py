@@ -30,7 +30,8 @@ def describe(exc: BaseException) -> str:
         return exc.one_line()
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    message = " ".join(str(exc).split())  # one line, whatever the exception's text looks like
+    return f"{type(exc).__name__}: {message}{where}"
 
 
 class SiloAgent:

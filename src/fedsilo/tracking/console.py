@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from fedsilo.messages import EvaluateRes, Failure, FitRes
 
@@ -31,7 +32,7 @@ class ConsoleProgress:
 
     def on_reply(self, round: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> None:
         if isinstance(reply, Failure):
-            self.console.print(f"  [red]{reply.silo:<16} {phase:<8} FAILED ({reply.kind})[/red] {reply.reason}")
+            self.console.print(f"  [red]{reply.silo:<16} {phase:<8} FAILED ({reply.kind})[/red] {escape(reply.reason)}")
         elif self.verbose:
             metrics: dict[str, Any] = dict(reply.metrics)
             if isinstance(reply, EvaluateRes):

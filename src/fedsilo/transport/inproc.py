@@ -27,3 +27,4 @@ class InProcessTransport:
 
     def close(self) -> None:
         self._agents.clear()
+        self._sampleable.clear()
