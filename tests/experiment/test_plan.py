@@ -1,0 +1,117 @@
+"""experiment/plan.py: the job graph, built offline, with every problem collected at once."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsilo.errors import PlanError
+from fedsilo.experiment.config import load_config
+from fedsilo.experiment.plan import build_plan, make_strategy
+
+
+def plan_of(path: Path):
+    config, _ = load_config(path)
+    return build_plan(config)
+
+
+def test_a_valid_numpy_experiment(make_experiment) -> None:
+    plan = plan_of(make_experiment(extra={"strategy": {"fraction_fit": 0.5, "min_fit_clients": 1}}))
+    assert plan.problems == ()
+    plan.raise_if_invalid()
+    assert plan.framework == "numpy"
+    assert (plan.num_parameters, plan.num_arrays) == (4 * 2 + 2, 2)
+    assert [(s.name, s.train_examples, s.test_examples) for s in plan.silos] == [
+        ("a", 12, 8),
+        ("b", 24, 10),
+        ("c", 36, 12),
+    ]
+    assert plan.server_test_examples == 40
+    assert (plan.fit_per_round, plan.evaluate_per_round) == (2, 3)  # ceil(0.5 * 3) = 2
+
+
+def test_a_valid_torch_experiment_without_load_data(make_experiment, torch_task: Path) -> None:
+    plan = plan_of(make_experiment(task=torch_task, server=False))
+    assert plan.problems == ()
+    assert plan.framework == "torch"
+    assert (plan.num_parameters, plan.num_arrays) == (10, 2)
+    assert plan.server_test_examples is None
+
+
+def test_every_problem_is_collected(make_experiment) -> None:
+    path = make_experiment(extra={"strategy": {"min_fit_clients": 4}})
+    shutil.rmtree(path.parent / "data" / "a")
+    shutil.rmtree(path.parent / "data" / "c")
+    plan = plan_of(path)
+    assert len(plan.problems) == 3, plan.problems
+    text = " | ".join(plan.problems)
+    assert "strategy.min_fit_clients=4 but the experiment has 3 silos" in text
+    assert "silo 'a'" in text and "silo 'c'" in text and "silo 'b'" not in text
+    assert [s.note for s in plan.silos] == ["unreadable", "", "unreadable"]
+    with pytest.raises(PlanError, match="3 problem") as info:
+        plan.raise_if_invalid()
+    assert info.value.exit_code == 5 and "\n" not in info.value.one_line()
+
+
+def test_a_silo_with_no_samples(make_experiment, torch_task: Path) -> None:
+    # Once through the task's own load_data, once through the default header-only count.
+    for task in (None, torch_task):
+        path = make_experiment(folder=f"exp_{task is None}", **({"task": task} if task else {}))
+        np.savez(path.parent / "data" / "b" / "train.npz", x=np.zeros((0, 4), np.float32), y=np.zeros(0, np.int64))
+        plan = plan_of(path)
+        assert len(plan.problems) == 1, plan.problems
+        assert "silo 'b'" in plan.problems[0]
+        assert re.search(r"has no (training )?samples", plan.problems[0])
+
+
+def test_strategy_minimums_against_the_number_of_silos(make_experiment) -> None:
+    path = make_experiment(
+        extra={"strategy": {"min_fit_clients": 4, "min_available_clients": 5, "min_evaluate_clients": 6}}
+    )
+    problems = plan_of(path).problems
+    assert len(problems) == 3
+    assert any("min_available_clients=5" in p for p in problems)
+    assert any("min_evaluate_clients=6" in p for p in problems)
+
+
+def test_min_evaluate_clients_does_not_matter_without_evaluation(make_experiment) -> None:
+    path = make_experiment(extra={"strategy": {"fraction_evaluate": 0, "min_evaluate_clients": 9}})
+    plan = plan_of(path)
+    assert plan.problems == ()
+    assert plan.evaluate_per_round == 0
+    assert all(s.test_examples is None for s in plan.silos)
+
+
+def test_a_task_that_does_not_exist(make_experiment, tmp_path: Path) -> None:
+    plan = plan_of(make_experiment(task=tmp_path / "nope.py"))
+    assert len(plan.problems) == 1 and "task module" in plan.problems[0] and "does not exist" in plan.problems[0]
+
+
+def test_a_broken_task_does_not_hide_the_other_problems(make_experiment, tmp_path: Path) -> None:
+    path = make_experiment(task=tmp_path / "nope.py", extra={"strategy": {"min_fit_clients": 4}})
+    shutil.rmtree(path.parent / "data" / "b")
+    text = " | ".join(plan_of(path).problems)
+    assert "nope.py" in text
+    assert "min_fit_clients=4" in text
+    assert "silo 'b'" in text  # the missing folder is found without the task
+
+
+def test_a_missing_server_test_set(make_experiment) -> None:
+    path = make_experiment()
+    shutil.rmtree(path.parent / "data" / "server")
+    problems = plan_of(path).problems
+    assert len(problems) == 1 and problems[0].startswith("server.data:")
+
+
+def test_make_strategy_carries_the_sampling(make_experiment) -> None:
+    config, _ = load_config(
+        make_experiment(extra={"strategy": {"fraction_fit": 0.5, "min_fit_clients": 2, "min_available_clients": 3}})
+    )
+    strategy = make_strategy(config)
+    assert strategy.name == "fedavg"
+    assert (strategy.sampling.fraction_fit, strategy.sampling.min_fit_clients) == (0.5, 2)
+    assert strategy.sampling.min_available_clients == 3
