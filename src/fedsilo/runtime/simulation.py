@@ -20,6 +20,7 @@ import contextlib
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing import connection, get_context
+from multiprocessing import connection, forkserver, get_context
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,14 @@ def start_context(task_path: Path) -> Any:
     except OSError:
         pass  # the worker will report the missing task module itself
     ctx.set_forkserver_preload(preload)
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C goes to the whole process group: the fork server (and the workers it forks, which
+        # inherit this) must not print tracebacks; the main process stops the workers itself.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
     return ctx
 
 
