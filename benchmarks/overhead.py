@@ -210,11 +210,11 @@ def main() -> None:
                       "ratio": round(ratio, 3), "target": TARGET, "met": ratio <= TARGET}))
     if not args.json_only:
         print(f"\n{args.silos} silos, {args.rounds} rounds, example CNN, {args.repeats} alternating runs each")
-        print(f"{'system':<10}{'median wall s':>15}{'runs (s)':>26}{'peak PSS MB':>14}{'accuracy':>10}")
+        print(f"{'system':<10}{'median wall s':>15}  {'runs (s)':<40}{'peak PSS MB':>12}{'accuracy':>10}")
         for system, rs in rows.items():
             runs = ", ".join(f"{r['wall_s']:.2f}" for r in rs)
             peak = max(float(r["peak_pss_mb"]) for r in rs)  # type: ignore[arg-type]
-            print(f"{system:<10}{med[system]:>15.2f}{runs:>26}{peak:>14.0f}{rs[-1]['final_accuracy']:>10}")
+            print(f"{system:<10}{med[system]:>15.2f}  {runs:<40}{peak:>12.0f}{rs[-1]['final_accuracy']:>10}")
         print(f"ratio fedsilo / plain: {ratio:.3f} (target <= {TARGET}: {'met' if ratio <= TARGET else 'MISSED'})")
 
 
