@@ -96,7 +96,7 @@ def test_a_global_model_of_the_wrong_shape_is_refused_before_training() -> None:
     evaluate = agent.evaluate(EvaluateIns(1, bad))
     for reply in (fit, evaluate):
         assert isinstance(reply, Failure)
-        assert "update from silo 'server' rejected" in reply.reason
+        assert "the global model from the server does not match this silo's model" in reply.reason
         assert "w: shape (3, 2), expected (2, 2)" in reply.reason
     assert task.settings == [] and task.evaluated == 0  # user code never saw the bad model
 

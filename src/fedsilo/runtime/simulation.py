@@ -21,13 +21,10 @@ import multiprocessing
 import os
 import re
 import signal
-import sys
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
 from multiprocessing import connection, forkserver, get_context
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
@@ -35,133 +32,12 @@ from typing import Any
 
 from fedsilo.arrays import Layout
 from fedsilo.errors import FedsiloError
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes, check_update
-from fedsilo.silo.agent import SiloAgent, describe
+from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.runtime.worker import Attach, SharedBuffer, WorkerSetup, buffer_of, worker_main
 
 START_TIMEOUT_S = 180.0
 POOLED = "__pooled__"  # pseudo-silo holding every silo's data: the centralized baseline
 TORCH_IMPORT = re.compile(r"^\s*(import|from)\s+torch\b", re.MULTILINE)  # a hint for what workers preload
-
-
-@dataclass(frozen=True)
-class WorkerSetup:
-    """What a worker needs to start; the silos' folders come with each job, not up front."""
-
-    task_path: str
-    seed: int
-    device: str
-    threads: int
-    max_cached_silos: int
-
-
-@dataclass(frozen=True)
-class Attach:
-    """Where the model's arrays live: sent once the server knows the model's layout."""
-
-    layout: Layout
-    global_names: tuple[str, str]
-    slot_names: tuple[str, str]
-
-
-class _Shared(SharedMemory):
-    """Shared memory whose close() tolerates views still held elsewhere (they keep the mapping alive)."""
-
-    def close(self) -> None:
-        with contextlib.suppress(BufferError):
-            super().close()
-
-
-def _buf(shm: SharedMemory) -> memoryview:
-    buf = shm.buf
-    assert buf is not None, "shared memory used after close"
-    return buf
-
-
-def _set_threads(count: int) -> None:
-    if "torch" in sys.modules:
-        from fedsilo.client.torch import set_threads
-
-        set_threads(count)
-
-
-def worker_main(conn: connection.Connection, setup: WorkerSetup) -> None:
-    """A worker's life: load the task once, serve jobs until told to stop, then leave at once.
-
-    ``os._exit`` skips the interpreter's teardown (half a second with torch loaded): the worker
-    has closed its shared memory and holds nothing else that needs finalizing.
-    """
-    code = 0
-    try:
-        _serve(conn, setup)
-    except BaseException:
-        code = 1
-        raise
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", str(setup.threads))
-    shms: list[SharedMemory] = []
-    try:
-        from fedsilo.experiment.task import Task  # imported here: the worker process starts bare
-
-        task = Task.load(Path(setup.task_path))
-        _set_threads(setup.threads)
-        model = task.build_model(setup.seed)
-        conn.send(("ready",))
-    except BaseException as exc:  # report why this worker cannot start, then exit
-        conn.send(("error", describe(exc)))
-        return
-    agents: OrderedDict[str, SiloAgent] = OrderedDict()
-    try:
-        attach: Attach = conn.recv()
-        if not isinstance(attach, Attach):  # "stop" before any work
-            return
-        layout, spec = attach.layout, attach.layout.spec()
-        shms = [_Shared(name=n) for n in (*attach.global_names, *attach.slot_names)]
-        globals_, slots = shms[:2], shms[2:]
-        while True:
-            msg = conn.recv()
-            if msg[0] == "stop":
-                return
-            kind, call_id, silo, folders, buffer, slot, rnd, config = msg
-            agent = agents.pop(silo, None) or SiloAgent(
-                silo, partial(task.make_client, folders, setup.seed, setup.device, model=model), setup.seed
-            )
-            agents[silo] = agent
-            while len(agents) > setup.max_cached_silos:
-                agents.popitem(last=False)
-            params = layout.view(_buf(globals_[buffer]))
-            if kind == "fit":
-                res = agent.fit(FitIns(rnd, params, config))
-                if isinstance(res, FitRes):
-                    try:
-                        check_update(silo, res.parameters, spec)
-                        layout.write(res.parameters, _buf(slots[slot]))
-                    except FedsiloError as exc:
-                        res = Failure(silo, exc.message, "rejected")
-                reply: tuple[Any, ...] = (
-                    ("fit", call_id, silo, res.num_examples, dict(res.metrics))
-                    if isinstance(res, FitRes)
-                    else ("failure", call_id, silo, res.reason, res.kind)
-                )
-            else:
-                ev = agent.evaluate(EvaluateIns(rnd, params, config))
-                reply = (
-                    ("evaluate", call_id, silo, ev.loss, ev.num_examples, dict(ev.metrics))
-                    if isinstance(ev, EvaluateRes)
-                    else ("failure", call_id, silo, ev.reason, ev.kind)
-                )
-            del params
-            conn.send(reply)
-    except (EOFError, KeyboardInterrupt):
-        return
-    finally:
-        for shm in shms:
-            shm.close()
 
 
 def start_context(task_path: Path) -> Any:
@@ -174,7 +50,7 @@ def start_context(task_path: Path) -> Any:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return get_context("spawn")
     ctx = get_context("forkserver")
-    preload = ["fedsilo.experiment.task", "fedsilo.silo.agent"]
+    preload = ["fedsilo.runtime.worker", "fedsilo.experiment.task"]
     try:
         if TORCH_IMPORT.search(Path(task_path).read_text(errors="replace")):
             # torch imports _dynamo lazily when the first optimizer is built (1.5 s): pay it once here
@@ -271,7 +147,7 @@ class WorkerPool:
             for w in self._workers:
                 self._await_ready(w, self._start_timeout)
             self._layout = layout
-            self._shms = [_Shared(create=True, size=layout.size) for _ in range(2 + 2 * len(self._workers))]
+            self._shms = [SharedBuffer(create=True, size=layout.size) for _ in range(2 + 2 * len(self._workers))]
             for w in self._workers:
                 w.conn.send(self._attach_for(w.index))
         except BaseException:
@@ -339,7 +215,7 @@ class WorkerPool:
         self._call_id += 1
         call_id, buffer = self._call_id, self._next_buffer
         self._next_buffer ^= 1
-        layout.write(params, _buf(self._shms[buffer]))  # the one broadcast of this call
+        layout.write(params, buffer_of(self._shms[buffer]))  # the one broadcast of this call
         pending = deque(sorted(silos, key=lambda s: -self._sizes.get(s, 0)))
         busy: dict[connection.Connection, _Worker] = {}
         deadline = time.monotonic() + timeout
@@ -393,7 +269,7 @@ class WorkerPool:
             _, _, silo, n, metrics = msg
             self._sizes[silo] = n
             assert self._layout is not None
-            params = self._layout.view(_buf(self._shms[2 + 2 * index + slot]))
+            params = self._layout.view(buffer_of(self._shms[2 + 2 * index + slot]))
             return FitRes(silo, params, n, metrics)
         if msg[0] == "evaluate":
             _, _, silo, loss, n, metrics = msg

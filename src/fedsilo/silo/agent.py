@@ -12,15 +12,15 @@ from collections.abc import Callable
 
 from fedsilo.arrays import ArraySpec, spec_of
 from fedsilo.client.base import Client, silo_seed
-from fedsilo.errors import FedsiloError
+from fedsilo.errors import FedsiloError, UpdateRejected
 from fedsilo.messages import (
     EvaluateIns,
     EvaluateRes,
     Failure,
     FitIns,
     FitRes,
-    check_update,
     clean_metrics,
+    update_problems,
 )
 
 
@@ -52,7 +52,12 @@ class SiloAgent:
     def _check_incoming(self, ins: FitIns | EvaluateIns) -> None:
         client = self.client  # builds the client and the local model spec on first use
         assert self._spec is not None and client is not None
-        check_update("server", ins.parameters, self._spec)
+        problems = update_problems(ins.parameters, self._spec)
+        if problems:
+            raise UpdateRejected(
+                "the global model from the server does not match this silo's model: " + "; ".join(problems),
+                "run the same task module (same model) on the server and on every silo",
+            )
 
     def fit(self, ins: FitIns) -> FitRes | Failure:
         try:

@@ -1,0 +1,146 @@
+"""A simulation worker process: loads the task once, then trains and evaluates silos on request.
+
+It reads the global model from shared memory and writes each silo's update into one of its two
+result slots there; only small control messages (which silo, which slot, metrics) go through its
+pipe to the server. One model object serves every silo the worker runs; the silos' clients (and
+so their data) are kept in an LRU cache between rounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing import connection
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+from typing import Any
+
+from fedsilo.arrays import Layout
+from fedsilo.errors import FedsiloError
+from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes, check_update
+from fedsilo.silo.agent import SiloAgent, describe
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker needs to start; the silos' folders come with each job, not up front."""
+
+    task_path: str
+    seed: int
+    device: str
+    threads: int
+    max_cached_silos: int
+
+
+@dataclass(frozen=True)
+class Attach:
+    """Where the model's arrays live: sent once the server knows the model's layout."""
+
+    layout: Layout
+    global_names: tuple[str, str]
+    slot_names: tuple[str, str]
+
+
+class SharedBuffer(SharedMemory):
+    """Shared memory whose close() tolerates views still held elsewhere (they keep the mapping alive)."""
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError):
+            super().close()
+
+
+def buffer_of(shm: SharedMemory) -> memoryview:
+    buf = shm.buf
+    assert buf is not None, "shared memory used after close"
+    return buf
+
+
+def _set_threads(count: int) -> None:
+    if "torch" in sys.modules:
+        from fedsilo.client.torch import set_threads
+
+        set_threads(count)
+
+
+def worker_main(conn: connection.Connection, setup: WorkerSetup) -> None:
+    """A worker's life: load the task once, serve jobs until told to stop, then leave at once.
+
+    ``os._exit`` skips the interpreter's teardown (half a second with torch loaded): the worker
+    has closed its shared memory and holds nothing else that needs finalizing.
+    """
+    code = 0
+    try:
+        _serve(conn, setup)
+    except BaseException:
+        code = 1
+        raise
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(setup.threads))
+    shms: list[SharedMemory] = []
+    try:
+        from fedsilo.experiment.task import Task  # imported here: the worker process starts bare
+
+        task = Task.load(Path(setup.task_path))
+        _set_threads(setup.threads)
+        model = task.build_model(setup.seed)
+        conn.send(("ready",))
+    except BaseException as exc:  # report why this worker cannot start, then exit
+        conn.send(("error", describe(exc)))
+        return
+    agents: OrderedDict[str, SiloAgent] = OrderedDict()
+    try:
+        attach: Attach = conn.recv()
+        if not isinstance(attach, Attach):  # "stop" before any work
+            return
+        layout, spec = attach.layout, attach.layout.spec()
+        shms = [SharedBuffer(name=n) for n in (*attach.global_names, *attach.slot_names)]
+        globals_, slots = shms[:2], shms[2:]
+        while True:
+            msg = conn.recv()
+            if msg[0] == "stop":
+                return
+            kind, call_id, silo, folders, buffer, slot, rnd, config = msg
+            agent = agents.pop(silo, None) or SiloAgent(
+                silo, partial(task.make_client, folders, setup.seed, setup.device, model=model), setup.seed
+            )
+            agents[silo] = agent
+            while len(agents) > setup.max_cached_silos:
+                agents.popitem(last=False)
+            params = layout.view(buffer_of(globals_[buffer]))
+            if kind == "fit":
+                res = agent.fit(FitIns(rnd, params, config))
+                if isinstance(res, FitRes):
+                    try:
+                        check_update(silo, res.parameters, spec)
+                        layout.write(res.parameters, buffer_of(slots[slot]))
+                    except FedsiloError as exc:
+                        res = Failure(silo, exc.message, "rejected")
+                reply: tuple[Any, ...] = (
+                    ("fit", call_id, silo, res.num_examples, dict(res.metrics))
+                    if isinstance(res, FitRes)
+                    else ("failure", call_id, silo, res.reason, res.kind)
+                )
+            else:
+                ev = agent.evaluate(EvaluateIns(rnd, params, config))
+                reply = (
+                    ("evaluate", call_id, silo, ev.loss, ev.num_examples, dict(ev.metrics))
+                    if isinstance(ev, EvaluateRes)
+                    else ("failure", call_id, silo, ev.reason, ev.kind)
+                )
+            del params
+            conn.send(reply)
+    except (EOFError, KeyboardInterrupt):
+        return
+    finally:
+        for shm in shms:
+            shm.close()
