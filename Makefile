@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench proto clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[torch,dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[torch,deploy,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +27,10 @@ test: lint
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py
+
+# Regenerate the gRPC code after editing the .proto (grpcio-tools is in the dev extra).
+proto: install
+	cd src && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. fedsilo/transport/grpc/fedsilo.proto
 
 clean:
 	rm -rf $(VENV) runs data/pneumonia

@@ -1,22 +1,23 @@
-"""The ``fedsilo`` command.
+"""The ``fedsilo`` command: running and checking experiments, preparing data.
 
-Every fedsilo error becomes one line on stderr and the exit code its class carries: a user sees
-what went wrong and how to fix it, never a traceback (set FEDSILO_DEBUG=1 to see one).
+The deployment commands (provision, server, silo, doctor) are in ``cli_deploy``; errors become
+one line and an exit code through ``cli_io.guarded``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fedsilo.errors import ConfigError, FedsiloError
+from fedsilo.cli_deploy import deploy_app
+from fedsilo.cli_io import err, out, print_summary
+from fedsilo.cli_io import guarded as _guarded
+from fedsilo.errors import ConfigError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="fedsilo: federated learning across trust boundaries."
@@ -25,24 +26,7 @@ data_app = typer.Typer(
     no_args_is_help=True, help="Prepare datasets: find, verify and split them into per-silo folders."
 )
 app.add_typer(data_app, name="data")
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-T = TypeVar("T")
-
-
-def _guarded(fn: Callable[[], T]) -> T:
-    """Run ``fn``; turn fedsilo errors into one line and an exit code."""
-    try:
-        return fn()
-    except FedsiloError as exc:
-        if os.environ.get("FEDSILO_DEBUG"):
-            raise
-        err.print(f"[red]error:[/red] {escape(exc.one_line())}", soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err.print("interrupted; a run can be continued with `fedsilo run --resume RUN_DIR`")
-        raise typer.Exit(130) from None
+app.add_typer(deploy_app)
 
 
 def _csv(value: str | None, cast: Callable[[str], Any] = str) -> list[Any] | None:
@@ -106,9 +90,13 @@ def run(
         bool, typer.Option(help="Also train local-only and centralized models with the same budget.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="Print round lines and failures only, not a line per silo.")] = False,
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="simulation (worker pool) or processes (one process per silo, gRPC + mTLS on 127.0.0.1)."),
+    ] = None,
 ) -> None:
-    """Run an experiment in simulation; writes a run folder with metrics, checkpoints and the model."""
-    from fedsilo.experiment.config import load_config
+    """Run an experiment (in simulation by default); writes a run folder with metrics, checkpoints and the model."""
+    from fedsilo.experiment.config import RuntimeConfig, load_config
     from fedsilo.runtime.runner import load_run_config, prepare_data, run_experiment
     from fedsilo.tracking.console import ConsoleProgress
 
@@ -129,52 +117,26 @@ def run(
             report = prepare_data(config)
             if report is not None:
                 print_split(report)
+        if runtime is not None:
+            if runtime not in ("simulation", "processes"):
+                raise ConfigError(f"unknown runtime {runtime!r}", "use --runtime simulation or --runtime processes")
+            config = config.model_copy(update={"runtime": RuntimeConfig(kind=runtime, workers=config.runtime.workers)})
         progress = ConsoleProgress(config.rounds, err, verbose=not quiet)
-        result = run_experiment(config, text, observers=[progress], resume=resume, baselines=baselines)
-        _print_summary(result.summary)
+        if config.runtime.kind == "processes":
+            from fedsilo.runtime.processes import run_processes
+
+            if baselines:
+                raise ConfigError(
+                    "--baselines needs the simulation runtime: the centralized baseline pools every silo's data",
+                    "run the baselines with `--runtime simulation`",
+                )
+            notify = None if quiet else (lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+            result = run_processes(config, text, observers=[progress], resume=resume, notify=notify)
+        else:
+            result = run_experiment(config, text, observers=[progress], resume=resume, baselines=baselines)
+        print_summary(result.summary)
 
     _guarded(go)
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
-    final = summary.get("final") or {}
-    fed = summary.get("federated") or {}
-    if "accuracy" in final:
-        balanced = f"  (balanced {final['balanced_accuracy']:.4f})" if "balanced_accuracy" in final else ""
-        out.print(f"final test accuracy (server test set): [bold]{final['accuracy']:.4f}[/bold]{balanced}")
-    if "accuracy" in fed:
-        worst = f"worst silo {fed.get('worst_silo')} {fed.get('worst_accuracy', 0):.4f}"
-        out.print(f"silos' own test sets: accuracy {fed['accuracy']:.4f}, {worst}")
-    base = summary.get("baselines") or {}
-    if "centralized" in base:
-        out.print(_baseline_table(summary))
-    elif "skipped" in base:
-        out.print(f"[yellow]baselines skipped: {escape(base['skipped'])}[/yellow]")
-    if summary.get("failures"):
-        out.print(f"[yellow]{summary['failures']} silo failures during the run (see metrics.jsonl)[/yellow]")
-    out.print(f"run folder: {escape(summary['run_dir'])}  ({summary['duration_s']:.1f}s)")
-
-
-def _baseline_table(summary: dict[str, Any]) -> Table:
-    """Accuracy of each model on the server's test set and on each silo's own test split."""
-    silos = summary["silos"]
-    base = summary["baselines"]
-    table = Table(title=f"accuracy, same training budget ({base.get('epochs')} epochs over each model's data)")
-    table.add_column("model (test set ->)", no_wrap=True)
-    for col in ["server", *silos]:
-        table.add_column(col, justify="right")
-
-    def acc(row: dict[str, Any] | None) -> str:
-        return f"{row['accuracy']:.4f}" if row and "accuracy" in row else "-"
-
-    per_silo = summary.get("per_silo") or {}
-    table.add_row("federated", acc(summary.get("final")), *[acc(per_silo.get(s)) for s in silos])
-    central = base["centralized"]
-    table.add_row("centralized (pooled)", acc(central), *[acc(central.get("own_test", {}).get(s)) for s in silos])
-    for name, row in base["local_only"].items():
-        own = row.get("own_test", {})
-        table.add_row(f"{name} alone", acc(row), *[acc(own.get(s)) if s == name else "" for s in silos])
-    return table
 
 
 @data_app.command("split")

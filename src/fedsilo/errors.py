@@ -70,3 +70,15 @@ class RunDirError(FedsiloError):
     """A run folder is missing, incomplete or would be overwritten."""
 
     exit_code = 8
+
+
+class KitError(FedsiloError):
+    """A deployment kit (certificates, keys, credential) is missing, damaged or would be overwritten."""
+
+    exit_code = 9
+
+
+class ConnectionFailed(FedsiloError):
+    """A silo could not reach the server, or the server refused it (wrong CA, name, credential)."""
+
+    exit_code = 10

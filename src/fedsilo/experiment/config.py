@@ -64,11 +64,30 @@ class TrainConfig(_Strict):
 
 class ServerConfig(_Strict):
     data: Path | None = Field(None, description="Server-side test data folder for central evaluation.")
-    round_timeout_s: float = Field(600.0, gt=0)
+    round_timeout_s: float = Field(600.0, gt=0, description="How long a round waits for silos' replies.")
+    address: str = Field(
+        "127.0.0.1:7355", description="HOST:PORT silos connect to in a deployment (written into their kits)."
+    )
+    wait_timeout_s: float = Field(120.0, gt=0, description="How long to wait for min_available_clients silos.")
+    stall_timeout_s: float = Field(
+        60.0, gt=0, description="A transfer with no progress for this long is given up (a slow one is not)."
+    )
+    heartbeat_s: float = Field(5.0, gt=0, description="How often the server pings each connected silo.")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("use HOST:PORT, e.g. fl.example.org:7355")
+        return v
 
 
 class RuntimeConfig(_Strict):
-    kind: Literal["simulation"] = "simulation"
+    kind: Literal["simulation", "processes"] = Field(
+        "simulation",
+        description="simulation: silos in a worker pool; processes: one OS process per silo over gRPC + mTLS.",
+    )
     workers: int | Literal["auto"] = "auto"
 
     @field_validator("workers")

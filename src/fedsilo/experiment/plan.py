@@ -85,7 +85,8 @@ def _strategy_problems(config: ExperimentConfig) -> list[str]:
     return problems
 
 
-def build_plan(config: ExperimentConfig) -> Plan:
+def build_plan(config: ExperimentConfig, silo_data: bool = True) -> Plan:
+    """The checked plan; ``silo_data=False`` (a deployed server) does not look for the silos' folders."""
     problems = _strategy_problems(config)
     task: Task | None = None
     framework, model_params = None, {}
@@ -98,10 +99,13 @@ def build_plan(config: ExperimentConfig) -> Plan:
         problems.insert(0, exc.one_line())
         task = None
 
-    prepare_note = _prepare_note(config, problems)
+    prepare_note = _prepare_note(config, problems) if silo_data else None
     needs_test = config.strategy.fraction_evaluate > 0
     silos = []
     for silo in config.silos:
+        if not silo_data:
+            silos.append(SiloPlan(silo.name, silo.data, None, None, "on the silo's machine"))
+            continue
         if prepare_note is not None and not silo.data.exists():
             silos.append(SiloPlan(silo.name, silo.data, None, None, prepare_note))
             continue

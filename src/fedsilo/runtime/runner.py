@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 from fedsilo.arrays import ArrayDict, Layout
 from fedsilo.client.base import Client
 from fedsilo.data.split import SplitReport, split_dataset
-from fedsilo.errors import RunDirError
+from fedsilo.errors import ConfigError, RunDirError
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.plan import build_plan, make_strategy
 from fedsilo.experiment.task import Task
@@ -30,6 +30,9 @@ from fedsilo.silo.agent import SiloAgent
 from fedsilo.tracking.run_dir import RunDir
 from fedsilo.transport.base import Transport
 from fedsilo.transport.inproc import InProcessTransport
+
+#: Builds the transport of a runtime other than simulation, once the run folder exists (kits go in it).
+TransportFactory = Callable[[RunDir], Transport]
 
 
 @dataclass(frozen=True)
@@ -97,10 +100,15 @@ def central_evaluator(config: ExperimentConfig, task: Task) -> Client | None:
     return task.make_client([config.server.data], config.seed, config.train.device)
 
 
-def open_run(config: ExperimentConfig, source_text: str, resume: Path | None) -> tuple[RunDir, Checkpoint | None]:
-    """A new run folder (after checking the plan), or the resumed one and its last checkpoint."""
+def open_run(
+    config: ExperimentConfig, source_text: str, resume: Path | None, local_silos: bool = True
+) -> tuple[RunDir, Checkpoint | None]:
+    """A new run folder (after checking the plan), or the resumed one and its last checkpoint.
+
+    ``local_silos=False`` (a deployed server) skips the silos' data folders: they are on other machines.
+    """
     if resume is None:
-        build_plan(config).raise_if_invalid()
+        build_plan(config, silo_data=local_silos).raise_if_invalid()
         run = RunDir.create(config.output, config.name, source_text)
         run.write_config(config.model_dump(mode="json"))
         return run, None
@@ -120,16 +128,28 @@ def run_experiment(
     observers: Sequence[Observer] = (),
     resume: Path | None = None,
     baselines: bool = False,
+    transport_factory: TransportFactory | None = None,
+    local_silos: bool = True,
 ) -> RunResult:
-    """Run (or resume) ``config``; returns the run folder, final model and summary."""
+    """Run (or resume) ``config``; returns the run folder, final model and summary.
+
+    Without ``transport_factory`` the silos are simulated; with it, they are reached through the
+    transport it builds (separate processes or machines), and ``local_silos=False`` says their
+    data is not on this machine.
+    """
     started = time.monotonic()
-    if resume is None:
+    if transport_factory is not None and baselines:
+        raise ConfigError(
+            "--baselines needs the simulation runtime: the centralized baseline pools every silo's data",
+            "run the baselines with `--runtime simulation`",
+        )
+    if resume is None and local_silos:
         prepare_data(config)
-    pool = start_pool(config, baselines)
+    pool = start_pool(config, baselines) if transport_factory is None else None
     run: RunDir | None = None
     transport: Transport | None = pool
     try:
-        run, ckpt = open_run(config, source_text, resume)
+        run, ckpt = open_run(config, source_text, resume, local_silos)
         task = Task.load(config.task)
         initial = task.initial_parameters(config.seed)
         if ckpt is not None:
@@ -137,7 +157,9 @@ def run_experiment(
         else:
             params, state, start = initial, make_strategy(config).initial_state(initial), 1
         evaluator = central_evaluator(config, task)
-        if pool is not None:
+        if transport_factory is not None:
+            transport = transport_factory(run)
+        elif pool is not None:
             pool.attach(Layout.of(initial))
         else:
             transport = in_process_transport(config, task, baselines)
@@ -146,7 +168,13 @@ def run_experiment(
         loop = ServerLoop(
             transport,
             make_strategy(config),
-            LoopSettings(config.rounds, config.seed, config.fit_config(), config.server.round_timeout_s),
+            LoopSettings(
+                config.rounds,
+                config.seed,
+                config.fit_config(),
+                config.server.round_timeout_s,
+                wait_timeout=config.server.wait_timeout_s,
+            ),
             central_evaluate=(lambda p: _loss_metrics(evaluator, p)) if evaluator else None,
             observers=[run, *observers],
             checkpoint=lambda r, p, s: save_checkpoint(checkpoints, r, p, s),

@@ -1,0 +1,77 @@
+"""What every ``fedsilo`` command shares: the consoles, and turning fedsilo errors into one line.
+
+Every fedsilo error becomes one line on stderr and the exit code its class carries: a user sees
+what went wrong and how to fix it, never a traceback (set FEDSILO_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from fedsilo.errors import FedsiloError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+T = TypeVar("T")
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run ``fn``; turn fedsilo errors into one line and an exit code."""
+    try:
+        return fn()
+    except FedsiloError as exc:
+        if os.environ.get("FEDSILO_DEBUG"):
+            raise
+        err.print(f"[red]error:[/red] {escape(exc.one_line())}", soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; a run can be continued with `fedsilo run --resume RUN_DIR`")
+        raise typer.Exit(130) from None
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    final = summary.get("final") or {}
+    fed = summary.get("federated") or {}
+    if "accuracy" in final:
+        balanced = f"  (balanced {final['balanced_accuracy']:.4f})" if "balanced_accuracy" in final else ""
+        out.print(f"final test accuracy (server test set): [bold]{final['accuracy']:.4f}[/bold]{balanced}")
+    if "accuracy" in fed:
+        worst = f"worst silo {fed.get('worst_silo')} {fed.get('worst_accuracy', 0):.4f}"
+        out.print(f"silos' own test sets: accuracy {fed['accuracy']:.4f}, {worst}")
+    base = summary.get("baselines") or {}
+    if "centralized" in base:
+        out.print(_baseline_table(summary))
+    elif "skipped" in base:
+        out.print(f"[yellow]baselines skipped: {escape(base['skipped'])}[/yellow]")
+    if summary.get("failures"):
+        out.print(f"[yellow]{summary['failures']} silo failures during the run (see metrics.jsonl)[/yellow]")
+    out.print(f"run folder: {escape(summary['run_dir'])}  ({summary['duration_s']:.1f}s)")
+
+
+def _baseline_table(summary: dict[str, Any]) -> Table:
+    """Accuracy of each model on the server's test set and on each silo's own test split."""
+    silos = summary["silos"]
+    base = summary["baselines"]
+    table = Table(title=f"accuracy, same training budget ({base.get('epochs')} epochs over each model's data)")
+    table.add_column("model (test set ->)", no_wrap=True)
+    for col in ["server", *silos]:
+        table.add_column(col, justify="right")
+
+    def acc(row: dict[str, Any] | None) -> str:
+        return f"{row['accuracy']:.4f}" if row and "accuracy" in row else "-"
+
+    per_silo = summary.get("per_silo") or {}
+    table.add_row("federated", acc(summary.get("final")), *[acc(per_silo.get(s)) for s in silos])
+    central = base["centralized"]
+    table.add_row("centralized (pooled)", acc(central), *[acc(central.get("own_test", {}).get(s)) for s in silos])
+    for name, row in base["local_only"].items():
+        own = row.get("own_test", {})
+        table.add_row(f"{name} alone", acc(row), *[acc(own.get(s)) if s == name else "" for s in silos])
+    return table

@@ -1,0 +1,158 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Hello(_message.Message):
+    __slots__ = ("protocol", "task_sha256")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    TASK_SHA256_FIELD_NUMBER: _ClassVar[int]
+    protocol: int
+    task_sha256: str
+    def __init__(self, protocol: _Optional[int] = ..., task_sha256: _Optional[str] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("welcome", "task", "ping", "done")
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    welcome: Welcome
+    task: Task
+    ping: Ping
+    done: Done
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
+
+class Welcome(_message.Message):
+    __slots__ = ("experiment", "heartbeat_s", "server_time", "chunk_bytes")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_S_FIELD_NUMBER: _ClassVar[int]
+    SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    heartbeat_s: float
+    server_time: float
+    chunk_bytes: int
+    def __init__(self, experiment: _Optional[str] = ..., heartbeat_s: _Optional[float] = ..., server_time: _Optional[float] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("task_id", "kind", "round", "config_json", "model_id", "model_bytes", "model_sha256", "max_upload_bytes")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    kind: str
+    round: int
+    config_json: str
+    model_id: str
+    model_bytes: int
+    model_sha256: str
+    max_upload_bytes: int
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ..., model_id: _Optional[str] = ..., model_bytes: _Optional[int] = ..., model_sha256: _Optional[str] = ..., max_upload_bytes: _Optional[int] = ...) -> None: ...
+
+class Ping(_message.Message):
+    __slots__ = ("server_time",)
+    SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
+    server_time: float
+    def __init__(self, server_time: _Optional[float] = ...) -> None: ...
+
+class Done(_message.Message):
+    __slots__ = ("reason", "error")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    error: bool
+    def __init__(self, reason: _Optional[str] = ..., error: _Optional[bool] = ...) -> None: ...
+
+class DownloadRequest(_message.Message):
+    __slots__ = ("model_id", "offset")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    offset: int
+    def __init__(self, model_id: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class Chunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class UploadHeader(_message.Message):
+    __slots__ = ("task_id", "total_bytes", "sha256", "offset")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    total_bytes: int
+    sha256: str
+    offset: int
+    def __init__(self, task_id: _Optional[str] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class UploadPart(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: UploadHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UploadAck(_message.Message):
+    __slots__ = ("received", "complete")
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    complete: bool
+    def __init__(self, received: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...
+
+class TaskRef(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class Result(_message.Message):
+    __slots__ = ("task_id", "num_examples", "loss", "metrics_json", "failure")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    num_examples: int
+    loss: float
+    metrics_json: str
+    failure: str
+    def __init__(self, task_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., loss: _Optional[float] = ..., metrics_json: _Optional[str] = ..., failure: _Optional[str] = ...) -> None: ...
+
+class SubmitAck(_message.Message):
+    __slots__ = ("accepted", "reason")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    reason: str
+    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ProbeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProbeReply(_message.Message):
+    __slots__ = ("experiment", "server_time", "peer", "protocol")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    server_time: float
+    peer: str
+    protocol: int
+    def __init__(self, experiment: _Optional[str] = ..., server_time: _Optional[float] = ..., peer: _Optional[str] = ..., protocol: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,302 @@
+"""The silo's side: connect out to the server, hold a session, and answer its tasks with a silo endpoint.
+
+A reader thread keeps the session open (reconnecting after a broken connection) and queues the
+tasks the server pushes; the main thread downloads the model, runs the endpoint (the user's
+training), uploads and submits. Transfers resume from the last byte the other side holds, and
+are abandoned only when they stop making progress, never after a fixed time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from fedsilo.arrays import from_bytes, to_bytes
+from fedsilo.errors import ConnectionFailed
+from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.transport.base import SiloEndpoint
+from fedsilo.transport.grpc import fedsilo_pb2 as pb
+from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
+from fedsilo.transport.grpc.wire import (
+    CHANNEL_OPTIONS,
+    CREDENTIAL_KEY,
+    PROTOCOL,
+    SILO_KEY,
+    Tls,
+    channel_credentials,
+    chunks,
+)
+
+Log = Callable[[str], None]
+FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION)
+GONE = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
+
+
+@dataclass(frozen=True)
+class SiloSettings:
+    address: str
+    name: str
+    credential: str
+    tls: Tls | None  # None only with --insecure
+    task_sha256: str = ""
+    connect_timeout_s: float = 120.0
+    stall_timeout_s: float = 60.0
+
+
+class TaskGone(Exception):
+    """The server no longer wants this task (the round ended without it)."""
+
+
+def open_channel(settings: SiloSettings) -> grpc.Channel:
+    if settings.tls is None:
+        return grpc.insecure_channel(settings.address, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(settings.address, channel_credentials(settings.tls), options=CHANNEL_OPTIONS)
+
+
+def describe_rpc_error(exc: grpc.RpcError) -> str:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return f"{code.name if code else 'error'}: {' '.join(str(details).split())}"
+
+
+class _Watchdog:
+    """Cancels a call that has made no progress for ``timeout`` seconds (a slow call is fine)."""
+
+    def __init__(self, cancel: Callable[[], Any], timeout: float) -> None:
+        self._cancel = cancel
+        self._timeout = timeout
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self.fired = False
+        threading.Thread(target=self._watch, daemon=True, name="fedsilo-watchdog").start()
+
+    def touch(self) -> None:
+        self._last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._done.wait(min(1.0, self._timeout / 4)):
+            if time.monotonic() - self._last > self._timeout:
+                self.fired = True
+                self._cancel()
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+
+
+class SiloRunner:
+    def __init__(self, endpoint: SiloEndpoint, settings: SiloSettings, log: Log | None = None) -> None:
+        self.endpoint = endpoint
+        self.settings = settings
+        self.log = log or (lambda _m: None)
+        self._channel = open_channel(settings)
+        self._stub = pb_grpc.OrchestratorStub(self._channel)
+        self._metadata: list[tuple[str, str]] = [(CREDENTIAL_KEY, settings.credential), (SILO_KEY, settings.name)]
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self.heartbeat_s = 5.0
+
+    # --- session -------------------------------------------------------------------------
+    def _session_loop(self) -> None:
+        """Keep a session open; put Tasks, Done, or a ConnectionFailed in the inbox."""
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        last_error = "no answer"
+        while not self._stop.is_set():
+            call = self._stub.Session(
+                pb.Hello(protocol=PROTOCOL, task_sha256=self.settings.task_sha256), metadata=self._metadata
+            )
+            dog = _Watchdog(call.cancel, max(3 * self.heartbeat_s, 5.0))
+            try:
+                for event in call:
+                    dog.touch()
+                    deadline = time.monotonic() + self.settings.connect_timeout_s  # we were connected
+                    kind = event.WhichOneof("kind")
+                    if kind == "welcome":
+                        self.heartbeat_s = event.welcome.heartbeat_s or self.heartbeat_s
+                        self._inbox.put(event.welcome)
+                    elif kind in ("task", "done"):
+                        self._inbox.put(getattr(event, kind))
+                        if kind == "done":
+                            return
+            except grpc.RpcError as exc:
+                if exc.code() in FATAL:
+                    self._inbox.put(ConnectionFailed(f"the server refused this silo: {describe_rpc_error(exc)}"))
+                    return
+                last_error = describe_rpc_error(exc)
+            finally:
+                dog.stop()
+            if self._stop.is_set():
+                return
+            if time.monotonic() > deadline:
+                self._inbox.put(
+                    ConnectionFailed(
+                        f"cannot reach the server at {self.settings.address} "
+                        f"for {self.settings.connect_timeout_s:.0f}s ({last_error})",
+                        "check the address, that the server runs, and the kit (`fedsilo doctor --kit KIT`)",
+                    )
+                )
+                return
+            time.sleep(0.5)
+
+    def run(self) -> pb.Done:
+        """Serve tasks until the server says the run is over; raises ConnectionFailed if it never can."""
+        reader = threading.Thread(target=self._session_loop, daemon=True, name="fedsilo-session")
+        reader.start()
+        try:
+            while True:
+                item = self._inbox.get()
+                if isinstance(item, ConnectionFailed):
+                    raise item
+                if isinstance(item, pb.Welcome):
+                    self.log(f"connected to {self.settings.address} (experiment '{item.experiment}')")
+                elif isinstance(item, pb.Done):
+                    return item
+                elif isinstance(item, pb.Task):
+                    self._handle(item)
+        finally:
+            self._stop.set()
+            self._channel.close()
+
+    # --- one task ------------------------------------------------------------------------
+    def _handle(self, task: pb.Task) -> None:
+        try:
+            params = from_bytes(self._download(task))
+            config = json.loads(task.config_json)
+            if task.kind == "fit":
+                reply: Any = self.endpoint.fit(FitIns(task.round, params, config))
+            else:
+                reply = self.endpoint.evaluate(EvaluateIns(task.round, params, config))
+            del params
+            self.log(_summary(task, reply))
+            if isinstance(reply, FitRes):
+                self._upload(task, to_bytes(reply.parameters))
+                result = pb.Result(num_examples=reply.num_examples, metrics_json=json.dumps(dict(reply.metrics)))
+            elif isinstance(reply, EvaluateRes):
+                result = pb.Result(
+                    num_examples=reply.num_examples, loss=reply.loss, metrics_json=json.dumps(dict(reply.metrics))
+                )
+            else:
+                result = pb.Result(failure=reply.reason)
+            result.task_id = task.task_id
+            self._submit(result)
+        except TaskGone as exc:
+            self.log(f"round {task.round}: {task.kind} abandoned ({exc})")
+
+    def _retry(self, what: str, step: Callable[[], bool], progress: Callable[[], int]) -> None:
+        """Run ``step`` until it returns True; give up only after ``stall_timeout_s`` without progress."""
+        last, last_progress = progress(), time.monotonic()
+        while True:
+            try:
+                if step():
+                    return
+            except grpc.RpcError as exc:
+                if exc.code() in GONE:
+                    raise TaskGone(describe_rpc_error(exc)) from None
+                self.log(f"{what} interrupted ({describe_rpc_error(exc)}); resuming")
+            now = progress()
+            if now != last:
+                last, last_progress = now, time.monotonic()
+            elif time.monotonic() - last_progress > self.settings.stall_timeout_s:
+                raise TaskGone(f"{what} made no progress for {self.settings.stall_timeout_s:.0f}s")
+            time.sleep(0.5)
+
+    def _download(self, task: pb.Task) -> bytes:
+        buf = bytearray(task.model_bytes)
+        got = [0]
+
+        def step() -> bool:
+            call = self._stub.Download(
+                pb.DownloadRequest(model_id=task.model_id, offset=got[0]), metadata=self._metadata
+            )
+            dog = _Watchdog(call.cancel, self.settings.stall_timeout_s)
+            try:
+                for chunk in call:
+                    n = len(chunk.data)
+                    if got[0] + n > len(buf):
+                        raise TaskGone("the server sent more model bytes than announced")
+                    buf[got[0] : got[0] + n] = chunk.data
+                    got[0] += n
+                    dog.touch()
+            finally:
+                dog.stop()
+            return got[0] == len(buf)
+
+        self._retry("download", step, lambda: got[0])
+        data = bytes(buf)
+        if hashlib.sha256(data).hexdigest() != task.model_sha256:
+            raise TaskGone("the downloaded model's checksum does not match")
+        return data
+
+    def _upload(self, task: pb.Task, data: bytes) -> None:
+        if len(data) > task.max_upload_bytes:
+            raise TaskGone(f"update of {len(data)} bytes is over the server's limit of {task.max_upload_bytes}")
+        digest = hashlib.sha256(data).hexdigest()
+        view = memoryview(data)
+        held = [0]
+
+        def step() -> bool:
+            status = self._stub.UploadStatus(pb.TaskRef(task_id=task.task_id), metadata=self._metadata, timeout=30)
+            if status.complete:
+                return True
+            held[0] = status.received
+            dog: list[_Watchdog] = []
+
+            def parts() -> Iterator[pb.UploadPart]:
+                yield pb.UploadPart(
+                    header=pb.UploadHeader(task_id=task.task_id, total_bytes=len(data), sha256=digest, offset=held[0])
+                )
+                for piece in chunks(view, held[0]):
+                    yield pb.UploadPart(data=bytes(piece))
+                    if dog:
+                        dog[0].touch()
+
+            future = self._stub.Upload.future(parts(), metadata=self._metadata)
+            dog.append(_Watchdog(future.cancel, self.settings.stall_timeout_s))
+            try:
+                ack = future.result()
+            finally:
+                dog[0].stop()
+            held[0] = ack.received
+            return bool(ack.complete)
+
+        self._retry("upload", step, lambda: held[0])
+
+    def _submit(self, result: pb.Result) -> None:
+        def step() -> bool:
+            ack = self._stub.Submit(result, metadata=self._metadata, timeout=60)
+            if not ack.accepted:
+                raise TaskGone(ack.reason)
+            return True
+
+        self._retry("submit", step, lambda: 0)
+
+
+def _summary(task: pb.Task, reply: FitRes | EvaluateRes | Failure) -> str:
+    if isinstance(reply, Failure):
+        return f"round {task.round}: {task.kind} failed: {reply.reason}"
+    metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(reply.metrics.items())[:4])
+    return f"round {task.round}: {task.kind} on {reply.num_examples} examples {metrics}".rstrip()
+
+
+def probe(settings: SiloSettings, timeout: float = 10.0) -> pb.ProbeReply:
+    """One call to the server without a session (for `fedsilo doctor`); raises ConnectionFailed."""
+    channel = open_channel(settings)
+    try:
+        stub = pb_grpc.OrchestratorStub(channel)
+        return stub.Probe(
+            pb.ProbeRequest(),
+            metadata=[(CREDENTIAL_KEY, settings.credential), (SILO_KEY, settings.name)],
+            timeout=timeout,
+        )
+    except grpc.RpcError as exc:
+        raise ConnectionFailed(f"server at {settings.address}: {describe_rpc_error(exc)}") from None
+    finally:
+        channel.close()

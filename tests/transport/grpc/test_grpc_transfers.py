@@ -1,0 +1,185 @@
+"""Transfers over real gRPC on 127.0.0.1: limits on what a silo may send, resuming broken uploads, deadlines."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from fedsilo.arrays import from_bytes, to_bytes
+from fedsilo.experiment.config import load_config
+from fedsilo.experiment.provision import SERVER, load_kit, provision
+from fedsilo.messages import FitIns, FitRes
+from fedsilo.runtime.deploy import credential_checker, tls_of
+from fedsilo.transport.grpc import fedsilo_pb2 as pb
+from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
+from fedsilo.transport.grpc.server import GrpcServerTransport, wait_until
+from fedsilo.transport.grpc.wire import CHANNEL_OPTIONS, CHUNK_BYTES, CREDENTIAL_KEY, SILO_KEY, channel_credentials
+
+
+@pytest.fixture
+def kits(make_experiment, tmp_path: Path) -> Path:
+    config, _ = load_config(make_experiment())
+    provision(config, tmp_path / "kits", "127.0.0.1:1")
+    return tmp_path / "kits"
+
+
+@pytest.fixture
+def server(kits: Path) -> Iterator[GrpcServerTransport]:
+    kit = load_kit(kits / SERVER)
+    transport = GrpcServerTransport(
+        "127.0.0.1:0", "exp", credential_checker(kit), tls_of(kit), heartbeat_s=0.5, stall_timeout_s=2
+    )
+    yield transport
+    transport.close()
+
+
+class Silo:
+    """A hand-driven silo: opens a session and reads its events, so a test can misbehave on purpose."""
+
+    def __init__(self, kits: Path, name: str, port: int) -> None:
+        kit = load_kit(kits / name)
+        self.channel = grpc.secure_channel(
+            f"127.0.0.1:{port}", channel_credentials(tls_of(kit)), options=CHANNEL_OPTIONS
+        )
+        self.stub = pb_grpc.OrchestratorStub(self.channel)
+        self.md = [(CREDENTIAL_KEY, kit.credential), (SILO_KEY, name)]
+        self.tasks: list[pb.Task] = []
+        self.session = self.stub.Session(pb.Hello(protocol=1), metadata=self.md)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for event in self.session:
+                if event.HasField("task"):
+                    self.tasks.append(event.task)
+        except grpc.RpcError:
+            pass
+
+    def close(self) -> None:
+        self.session.cancel()
+        self.channel.close()
+
+
+def _big_params() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"w": rng.normal(size=(3 * CHUNK_BYTES // 4 + 17,)).astype(np.float32)}  # ~3 chunks
+
+
+def _fit_in_background(server: GrpcServerTransport, silos: list[str], params, timeout: float) -> list:
+    replies: list = []
+    thread = threading.Thread(
+        target=lambda: replies.extend(server.fit(silos, FitIns(1, params, {}), timeout=timeout)), daemon=True
+    )
+    thread.start()
+    replies.append(thread)
+    return replies
+
+
+def test_an_interrupted_upload_resumes_from_the_last_byte_received(kits: Path, server) -> None:
+    silo = Silo(kits, "a", server.port)
+    assert wait_until(lambda: server.available() == ["a"], 10)
+    params = _big_params()
+    replies = _fit_in_background(server, ["a"], params, timeout=30)
+    assert wait_until(lambda: silo.tasks, 10)
+    task = silo.tasks[0]
+    model = b"".join(c.data for c in silo.stub.Download(pb.DownloadRequest(model_id=task.model_id), metadata=silo.md))
+    assert hashlib.sha256(model).hexdigest() == task.model_sha256
+    update = to_bytes({"w": from_bytes(model)["w"] * 2})
+    digest = hashlib.sha256(update).hexdigest()
+    header = pb.UploadHeader(task_id=task.task_id, total_bytes=len(update), sha256=digest, offset=0)
+
+    def broken() -> Iterator[pb.UploadPart]:
+        yield pb.UploadPart(header=header)
+        yield pb.UploadPart(data=update[:CHUNK_BYTES])
+        raise ConnectionError("link dropped")  # the call breaks after one chunk
+
+    with pytest.raises(grpc.RpcError):
+        silo.stub.Upload(broken(), metadata=silo.md)
+    held = silo.stub.UploadStatus(pb.TaskRef(task_id=task.task_id), metadata=silo.md).received
+    assert held == CHUNK_BYTES
+    # a restart from 0 is told where to resume, without the server taking the bytes again
+    ack = silo.stub.Upload(iter([pb.UploadPart(header=header)]), metadata=silo.md)
+    assert (ack.received, ack.complete) == (CHUNK_BYTES, False)
+    resumed = pb.UploadHeader(task_id=task.task_id, total_bytes=len(update), sha256=digest, offset=held)
+    parts = [pb.UploadPart(header=resumed)] + [
+        pb.UploadPart(data=update[i : i + CHUNK_BYTES]) for i in range(held, len(update), CHUNK_BYTES)
+    ]
+    ack = silo.stub.Upload(iter(parts), metadata=silo.md)
+    assert ack.complete and ack.received == len(update)
+    assert silo.stub.Submit(pb.Result(task_id=task.task_id, num_examples=5), metadata=silo.md).accepted
+    replies[0].join(10)
+    reply = replies[1]
+    assert isinstance(reply, FitRes) and reply.num_examples == 5
+    np.testing.assert_array_equal(reply.parameters["w"], params["w"] * 2)
+    silo.close()
+
+
+def test_a_silo_cannot_send_more_than_the_model_size_or_a_corrupt_upload(kits: Path, server) -> None:
+    silo = Silo(kits, "a", server.port)
+    assert wait_until(lambda: server.available() == ["a"], 10)
+    replies = _fit_in_background(server, ["a"], {"w": np.zeros(1000, np.float32)}, timeout=30)
+    assert wait_until(lambda: silo.tasks, 10)
+    task = silo.tasks[0]
+    huge = pb.UploadHeader(task_id=task.task_id, total_bytes=10 * 1024**3, sha256="0" * 64)
+    with pytest.raises(grpc.RpcError) as info:
+        silo.stub.Upload(iter([pb.UploadPart(header=huge)]), metadata=silo.md)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # nothing was allocated for it
+    data = to_bytes({"w": np.ones(1000, np.float32)})
+    liar = pb.UploadHeader(task_id=task.task_id, total_bytes=10, sha256="0" * 64)
+    with pytest.raises(grpc.RpcError) as info:  # more bytes than declared
+        silo.stub.Upload(iter([pb.UploadPart(header=liar), pb.UploadPart(data=data)]), metadata=silo.md)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    wrong = pb.UploadHeader(task_id=task.task_id, total_bytes=len(data), sha256="0" * 64)
+    with pytest.raises(grpc.RpcError) as info:  # bytes that do not match their checksum
+        silo.stub.Upload(iter([pb.UploadPart(header=wrong), pb.UploadPart(data=data)]), metadata=silo.md)
+    assert info.value.code() == grpc.StatusCode.DATA_LOSS
+    ack = silo.stub.Submit(pb.Result(task_id=task.task_id, num_examples=5), metadata=silo.md)
+    assert not ack.accepted and "upload" in ack.reason
+    too_big_json = pb.Result(task_id=task.task_id, metrics_json="{" + " " * 70_000 + "}")
+    with pytest.raises(grpc.RpcError) as info:
+        silo.stub.Submit(too_big_json, metadata=silo.md)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as info:  # a single message over gRPC's limit never reaches the handler
+        silo.stub.Submit(pb.Result(task_id="x" * (2 * CHUNK_BYTES)), metadata=silo.md)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    silo.close()
+    replies[0].join(15)
+    assert replies[1].kind == "disconnected"
+
+
+def test_a_silent_silo_times_out_but_a_slow_transfer_in_progress_does_not(kits: Path, server) -> None:
+    silent, slow = Silo(kits, "a", server.port), Silo(kits, "b", server.port)
+    assert wait_until(lambda: server.available() == ["a", "b"], 10)
+    params = _big_params()
+    started = time.monotonic()
+    replies = _fit_in_background(server, ["a", "b"], params, timeout=1.0)
+    assert wait_until(lambda: slow.tasks, 10)
+    task = slow.tasks[0]
+    update = to_bytes(params)
+    header = pb.UploadHeader(
+        task_id=task.task_id, total_bytes=len(update), sha256=hashlib.sha256(update).hexdigest(), offset=0
+    )
+
+    def trickle() -> Iterator[pb.UploadPart]:  # keeps moving, but finishes well after the 1 s deadline
+        yield pb.UploadPart(header=header)
+        step = CHUNK_BYTES // 4
+        for i in range(0, len(update), step):
+            time.sleep(0.25)
+            yield pb.UploadPart(data=update[i : i + step])
+
+    assert slow.stub.Upload(trickle(), metadata=slow.md).complete
+    assert slow.stub.Submit(pb.Result(task_id=task.task_id, num_examples=3), metadata=slow.md).accepted
+    replies[0].join(10)
+    by_silo = {r.silo: r for r in replies[1:]}
+    assert by_silo["a"].kind == "timeout"
+    assert isinstance(by_silo["b"], FitRes)
+    assert time.monotonic() - started > 2.0  # b's upload ran past the deadline and was still taken
+    silent.close()
+    slow.close()
