@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -161,10 +162,23 @@ def start_processes(config: ExperimentConfig, run: RunDir, notify: Notify | None
                     start_new_session=True,  # Ctrl-C reaches this process only; it stops the silos itself
                     env=env,
                 )
+        transport = ProcessesTransport(server, procs, logs)
+        _wait_for_all(transport, config.server.wait_timeout_s)
     except BaseException:
         ProcessesTransport(server, procs, logs).close()
         raise
-    return ProcessesTransport(server, procs, logs)
+    return transport
+
+
+def _wait_for_all(transport: ProcessesTransport, timeout: float) -> None:
+    """Every silo we started joins before round 1, so that rounds sample from all of them, as in simulation.
+
+    A silo that has not connected by ``timeout`` is left to the round loop, which runs with
+    ``min_available_clients`` and names the missing ones.
+    """
+    deadline = time.monotonic() + timeout
+    while len(transport.available()) < len(transport.procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def run_processes(

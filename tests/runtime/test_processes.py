@@ -1,0 +1,182 @@
+"""The processes runtime: one OS process per silo over gRPC + mutual TLS on 127.0.0.1, as deployed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsilo.arrays import load_file
+from fedsilo.experiment.config import load_config
+from fedsilo.runtime.processes import run_processes
+from fedsilo.runtime.runner import run_experiment
+
+TASKS = Path(__file__).resolve().parents[1] / "tasks"
+
+
+def silo_pids(kits: Path) -> dict[str, int]:
+    """Running ``fedsilo silo`` processes of these kits, by silo name (read from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "silo" in args and "--kit" in args:
+            kit = Path(args[args.index("--kit") + 1])
+            if kit.parent == kits:
+                found[kit.name] = int(entry.name)
+    return found
+
+
+def test_processes_give_the_same_model_as_simulation(make_experiment, torch_task) -> None:
+    config, text = load_config(make_experiment(task=torch_task, workers=2, extra={"server": {"heartbeat_s": 0.5}}))
+    simulated = run_experiment(config, text)
+    processes = run_processes(config.model_copy(update={"output": config.output.parent / "runs_p"}), text)
+    assert list(simulated.parameters) == list(processes.parameters)
+    for name, value in simulated.parameters.items():
+        np.testing.assert_allclose(processes.parameters[name], value, rtol=0, atol=1e-6)
+    assert processes.summary["failures"] == 0
+    run = processes.run_dir
+    assert sorted(p.name for p in (run / "kits").iterdir()) == ["a", "b", "c", "ca", "server"]
+    assert "round 2: fit" in (run / "logs" / "a.log").read_text()
+    assert silo_pids(run / "kits") == {}  # every silo process has exited
+
+
+def test_killing_one_of_three_silos_mid_round_completes_the_round_with_two(make_experiment, metrics_of) -> None:
+    exp = make_experiment(
+        task=TASKS / "slow_c_torch.py",
+        extra={
+            "strategy": {"min_fit_clients": 2, "min_available_clients": 2},
+            "server": {"heartbeat_s": 0.5, "round_timeout_s": 60},
+        },
+    )
+    config, text = load_config(exp)
+
+    class KillC:
+        def on_round_start(self, rnd: int, silos) -> None:
+            if rnd == 1:
+                threading.Thread(target=self._kill, daemon=True).start()
+
+        def _kill(self) -> None:
+            time.sleep(1.5)  # c is loading its data (4 s) inside round 1's fit
+            kits = next(config.output.iterdir()) / "kits"
+            os.kill(silo_pids(kits)["c"], signal.SIGKILL)
+
+        def on_reply(self, *a) -> None: ...
+        def on_metrics(self, row) -> None: ...
+        def on_round_end(self, *a) -> None: ...
+
+    result = run_processes(config, text, observers=[KillC()])
+    rows = metrics_of(result.run_dir)
+    round1 = {r["silo"]: r for r in rows if r["round"] == 1 and r["scope"] == "silo" and r["phase"] == "fit"}
+    assert round1["c"]["failure_kind"] == "disconnected"
+    assert "failure" not in round1["a"] and "failure" not in round1["b"]
+    assert result.summary["rounds"] == 2  # round 2 ran with the two left
+    fits2 = [r for r in rows if r["round"] == 2 and r["phase"] == "fit"]
+    assert sorted(r["silo"] for r in fits2) == ["a", "b"]
+
+
+def test_a_killed_server_resumes_from_its_checkpoint_and_leaves_no_silo_behind(make_experiment, torch_task) -> None:
+    exp = make_experiment(task=torch_task, rounds=4, extra={"server": {"heartbeat_s": 0.5}})
+    config, text = load_config(exp)
+    env = {**os.environ, "FEDSILO_DEBUG": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedsilo", "run", str(exp), "--runtime", "processes", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ckpts = list(config.output.glob("*/checkpoints/round_0002.safetensors"))
+            if ckpts:
+                break
+            time.sleep(0.05)
+        assert ckpts, "no checkpoint of round 2 appeared"
+        run_dir = ckpts[0].parents[1]
+        proc.send_signal(signal.SIGKILL)  # the server crashes
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    kits = run_dir / "kits"
+    deadline = time.monotonic() + 20
+    while silo_pids(kits) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert silo_pids(kits) == {}  # silos die with the run
+    resumed = subprocess.run(
+        [sys.executable, "-m", "fedsilo", "run", "--resume", str(run_dir), "--runtime", "processes", "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    straight = run_experiment(config.model_copy(update={"output": config.output.parent / "straight"}), text)
+    final = load_file(run_dir / "model.safetensors")
+    for name, value in straight.parameters.items():
+        np.testing.assert_allclose(final[name], value, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("insecure", [False, True])
+def test_server_silo_and_doctor_commands_run_a_deployment(cli, make_experiment, tmp_path: Path, insecure) -> None:
+    exp = make_experiment(extra={"server": {"heartbeat_s": 0.5, "wait_timeout_s": 60}})
+    port = 20000 + os.getpid() % 20000 + (1 if insecure else 0)
+    assert cli("provision", exp, "--out", tmp_path / "kits", "--server-address", f"127.0.0.1:{port}").exit_code == 0
+    flag = ["--insecure"] if insecure else []
+    down = cli("doctor", "--kit", tmp_path / "kits" / "a", *flag)
+    assert down.exit_code == 1 and "FAIL server" in down.stdout and "ok   certificates" in down.stdout
+    fedsilo = [sys.executable, "-m", "fedsilo"]
+    server = subprocess.Popen(
+        [*fedsilo, "server", str(exp), "--kit", str(tmp_path / "kits" / "server"), "--quiet", *flag],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    silos = []
+    try:
+        time.sleep(1.0)
+        up = cli("doctor", "--kit", tmp_path / "kits" / "a", *flag)
+        assert up.exit_code == 0, up.stdout
+        assert "sees 'a'" in up.stdout and "ok   clock" in up.stdout
+        for name in ("a", "b", "c"):
+            silos.append(
+                subprocess.Popen(
+                    [
+                        *fedsilo,
+                        "silo",
+                        "--kit",
+                        str(tmp_path / "kits" / name),
+                        "--data",
+                        str(exp.parent / "data" / name),
+                        *flag,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        out, err = server.communicate(timeout=120)
+        assert server.returncode == 0, err
+        assert "silo a connected" in err and "final test accuracy" in out
+        assert ("WARNING: --insecure" in err) == insecure
+        for s in silos:
+            assert s.wait(30) == 0
+    finally:
+        for p in (server, *silos):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for stream in (server.stdout, server.stderr):
+            if stream is not None:
+                stream.close()
