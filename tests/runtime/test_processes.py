@@ -131,7 +131,9 @@ def test_a_killed_server_resumes_from_its_checkpoint_and_leaves_no_silo_behind(m
 
 @pytest.mark.parametrize("insecure", [False, True])
 def test_server_silo_and_doctor_commands_run_a_deployment(cli, make_experiment, tmp_path: Path, insecure) -> None:
-    exp = make_experiment(extra={"server": {"heartbeat_s": 0.5, "wait_timeout_s": 60}})
+    exp = make_experiment(
+        extra={"server": {"heartbeat_s": 0.5, "wait_timeout_s": 60}, "strategy": {"min_available_clients": 3}}
+    )
     port = 20000 + os.getpid() % 20000 + (1 if insecure else 0)
     assert cli("provision", exp, "--out", tmp_path / "kits", "--server-address", f"127.0.0.1:{port}").exit_code == 0
     flag = ["--insecure"] if insecure else []
@@ -180,3 +182,66 @@ def test_server_silo_and_doctor_commands_run_a_deployment(cli, make_experiment, 
         for stream in (server.stdout, server.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_silos_outlive_a_server_crash_and_finish_the_run_with_the_resumed_server(
+    cli, make_experiment, tmp_path: Path
+) -> None:
+    exp = make_experiment(
+        rounds=5,
+        task=torch_task_path(),
+        extra={"server": {"heartbeat_s": 0.5}, "strategy": {"min_available_clients": 3}},
+    )
+    port = 20000 + (os.getpid() + 7) % 20000
+    kits = tmp_path / "kits"
+    assert cli("provision", exp, "--out", kits, "--server-address", f"127.0.0.1:{port}").exit_code == 0
+    fedsilo = [sys.executable, "-m", "fedsilo"]
+    server_cmd = [*fedsilo, "server", "--kit", str(kits / "server"), "--quiet"]
+    server = subprocess.Popen(
+        [*server_cmd[:4], str(exp), *server_cmd[4:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    silos = [
+        subprocess.Popen(
+            [*fedsilo, "silo", "--kit", str(kits / n), "--data", str(exp.parent / "data" / n), "--stall-timeout", "5"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for n in ("a", "b", "c")
+    ]
+    restarted = None
+    try:
+        output = exp.parent / "runs"
+        deadline = time.monotonic() + 120
+        while not list(output.glob("*/checkpoints/round_0002.safetensors")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run_dir = next(output.glob("*/checkpoints/round_0002.safetensors")).parents[1]
+        server.kill()
+        server.wait(10)
+        time.sleep(1.0)
+        assert all(s.poll() is None for s in silos)  # the silos wait for the server to come back
+        restarted = subprocess.run([*server_cmd, "--resume", str(run_dir)], capture_output=True, text=True, timeout=180)
+        assert restarted.returncode == 0, restarted.stderr
+        assert "silo a connected" in restarted.stderr
+        assert '"rounds": 5' in (run_dir / "summary.json").read_text()
+        for s in silos:
+            assert s.wait(30) == 0
+    finally:
+        for p in (server, *silos):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def torch_task_path() -> Path:
+    return TASKS / "tiny_torch.py"
+
+
+def test_a_server_whose_silos_do_not_come_names_them_and_exits_non_zero(cli, make_experiment, tmp_path: Path) -> None:
+    exp = make_experiment(extra={"server": {"wait_timeout_s": 1}, "strategy": {"min_available_clients": 2}})
+    port = 20000 + (os.getpid() + 13) % 20000
+    assert cli("provision", exp, "--out", tmp_path / "kits", "--server-address", f"127.0.0.1:{port}").exit_code == 0
+    result = cli("server", exp, "--kit", tmp_path / "kits" / "server")
+    assert result.exit_code == 7
+    assert "missing: a, b, c" in result.stderr and "min_available_clients=2" in result.stderr
+    wrong = cli("server", exp, "--kit", tmp_path / "kits" / "a")
+    assert wrong.exit_code == 9 and "not the server's" in wrong.stderr
