@@ -8,6 +8,7 @@ are abandoned only when they stop making progress, never after a fixed time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import queue
@@ -189,6 +190,11 @@ class SiloRunner:
             self._submit(result)
         except TaskGone as exc:
             self.log(f"round {task.round}: {task.kind} abandoned ({exc})")
+        except Exception as exc:  # e.g. an update that cannot be serialized: say so, and stay up for the next round
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            self.log(f"round {task.round}: {task.kind} failed on this silo ({reason})")
+            with contextlib.suppress(TaskGone):
+                self._submit(pb.Result(task_id=task.task_id, failure=reason))
 
     def _retry(self, what: str, step: Callable[[], bool], progress: Callable[[], int]) -> None:
         """Run ``step`` until it returns True; give up only after ``stall_timeout_s`` without progress."""
