@@ -8,6 +8,7 @@ on Ctrl-C; on Linux they also die with this process if it is killed outright.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -109,18 +110,18 @@ class ProcessesTransport:
         return self.server.evaluate(silos, ins, timeout)
 
     def close(self) -> None:
+        """Tell the silos the run is over; those still busy after a few seconds are terminated, then killed."""
         self.server.close()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for signal_to_send in (None, signal.SIGTERM, signal.SIGKILL):
+            deadline = time.monotonic() + 5.0
+            for proc in self.procs.values():
+                if proc.poll() is None and signal_to_send is not None:
+                    proc.send_signal(signal_to_send)
+            for proc in self.procs.values():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            if all(proc.poll() is not None for proc in self.procs.values()):
+                return
 
 
 def _last_line(path: Path) -> str:

@@ -103,6 +103,7 @@ class SiloRunner:
         self._metadata: list[tuple[str, str]] = [(CREDENTIAL_KEY, settings.credential), (SILO_KEY, settings.name)]
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
+        self._over = threading.Event()  # the server said the run is over: abandon work in progress
         self.heartbeat_s = 5.0
 
     # --- session -------------------------------------------------------------------------
@@ -126,6 +127,7 @@ class SiloRunner:
                     elif kind in ("task", "done"):
                         self._inbox.put(getattr(event, kind))
                         if kind == "done":
+                            self._over.set()
                             return
             except grpc.RpcError as exc:
                 if exc.code() in FATAL:
@@ -200,6 +202,8 @@ class SiloRunner:
         """Run ``step`` until it returns True; give up only after ``stall_timeout_s`` without progress."""
         last, last_progress = progress(), time.monotonic()
         while True:
+            if self._over.is_set():
+                raise TaskGone("the server ended the run")
             try:
                 if step():
                     return
