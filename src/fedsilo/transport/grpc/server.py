@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import grpc
@@ -37,6 +40,7 @@ from fedsilo.transport.grpc.wire import (
 
 CheckCredential = Callable[[str, str], bool]  # (silo, credential) -> accepted
 UPLOAD_ALLOWANCE = 256 * 1024  # an update's header may differ a little from the global model's
+TRANSFERS_PER_SILO = 2  # concurrent downloads + uploads one silo may hold open (each holds a server thread)
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -54,6 +58,25 @@ class Servicer(pb_grpc.OrchestratorServicer):
         self.task_sha256 = task_sha256
         self.heartbeat_s = heartbeat_s
         self.tls = tls
+        self._transfers: Counter[str] = Counter()
+        self._transfers_lock = threading.Lock()
+
+    @contextmanager
+    def _transfer_slot(self, context: grpc.ServicerContext, silo: str) -> Iterator[None]:
+        """At most ``TRANSFERS_PER_SILO`` open transfers per silo, so that one silo cannot take every server thread."""
+        with self._transfers_lock:
+            if self._transfers[silo] >= TRANSFERS_PER_SILO:
+                busy = True
+            else:
+                busy = False
+                self._transfers[silo] += 1
+        if busy:
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, f"silo '{silo}' already has transfers in progress")
+        try:
+            yield
+        finally:
+            with self._transfers_lock:
+                self._transfers[silo] -= 1
 
     def identify(self, context: grpc.ServicerContext) -> str:
         metadata = dict(context.invocation_metadata())
@@ -125,11 +148,18 @@ class Servicer(pb_grpc.OrchestratorServicer):
         if request.offset > len(data):
             _abort(context, grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} beyond {len(data)} bytes")
         view = memoryview(data)
-        for start in range(request.offset, len(data), CHUNK_BYTES):
-            yield pb.Chunk(data=bytes(view[start : start + CHUNK_BYTES]))
+        with self._transfer_slot(context, silo):
+            for start in range(request.offset, len(data), CHUNK_BYTES):
+                yield pb.Chunk(data=bytes(view[start : start + CHUNK_BYTES]))
 
     def Upload(self, request_iterator: Iterator[pb.UploadPart], context: grpc.ServicerContext) -> pb.UploadAck:  # noqa: N802
         silo = self.identify(context)
+        with self._transfer_slot(context, silo):
+            return self._upload(silo, request_iterator, context)
+
+    def _upload(
+        self, silo: str, request_iterator: Iterator[pb.UploadPart], context: grpc.ServicerContext
+    ) -> pb.UploadAck:
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "an upload starts with its header")
