@@ -153,6 +153,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if summary.get("failures"):
         out.print(f"[yellow]{summary['failures']} silo failures during the run (see metrics.jsonl)[/yellow]")
     out.print(f"run folder: {escape(summary['run_dir'])}  ({summary['duration_s']:.1f}s)")
+    if summary.get("report"):
+        out.print(f"report: {escape(summary['report'])}")
 
 
 def _baseline_table(summary: dict[str, Any]) -> Table:
@@ -175,6 +177,14 @@ def _baseline_table(summary: dict[str, Any]) -> Table:
         own = row.get("own_test", {})
         table.add_row(f"{name} alone", acc(row), *[acc(own.get(s)) if s == name else "" for s in silos])
     return table
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, as `fedsilo run` printed it.")]) -> None:
+    """Write report.html into a run folder: metrics per round, per silo, failures and baselines, as plots."""
+    from fedsilo.tracking.report import write_report
+
+    _guarded(lambda: out.print(f"report: {escape(str(write_report(run_dir)))}"))
 
 
 @data_app.command("split")

@@ -27,6 +27,7 @@ from fedsilo.runtime.simulation import POOLED, WorkerPool
 from fedsilo.server.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from fedsilo.server.loop import LoopSettings, Observer, ServerLoop
 from fedsilo.silo.agent import SiloAgent
+from fedsilo.tracking.report import REPORT, write_report
 from fedsilo.tracking.run_dir import RunDir
 from fedsilo.transport.base import Transport
 from fedsilo.transport.inproc import InProcessTransport
@@ -162,7 +163,9 @@ def run_experiment(
 
     run.write_model(params, {"rounds": str(config.rounds), "seed": str(config.seed)})
     summary = summarize(config, run, time.monotonic() - started, base)
+    summary["report"] = str(run.path / REPORT)
     run.write_summary(summary)
+    write_report(run.path)
     return RunResult(run.path, params, summary)
 
 
