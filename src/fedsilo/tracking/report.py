@@ -78,7 +78,7 @@ def _fmt(value: Any) -> str:
     number = _num(value)
     if number is None:
         return "-" if value is None else escape(str(value))
-    return f"{number:.4f}" if not float(number).is_integer() else f"{int(number):,}"
+    return f"{int(value):,}" if isinstance(value, int) else f"{number:.4f}"  # counts whole, metrics to 4 places
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
