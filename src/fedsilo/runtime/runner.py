@@ -27,6 +27,7 @@ from fedsilo.runtime.simulation import POOLED, WorkerPool
 from fedsilo.server.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from fedsilo.server.loop import LoopSettings, Observer, ServerLoop
 from fedsilo.silo.agent import SiloAgent
+from fedsilo.tracking.mlflow import MlflowTracker, require_mlflow
 from fedsilo.tracking.report import REPORT, write_report
 from fedsilo.tracking.run_dir import RunDir
 from fedsilo.transport.base import Transport
@@ -124,13 +125,21 @@ def run_experiment(
 ) -> RunResult:
     """Run (or resume) ``config``; returns the run folder, final model and summary."""
     started = time.monotonic()
+    if config.tracking.mlflow:
+        require_mlflow()  # before any work: a missing extra is a one-line error
     if resume is None:
         prepare_data(config)
     pool = start_pool(config, baselines)
     run: RunDir | None = None
     transport: Transport | None = pool
+    tracker: MlflowTracker | None = None
     try:
         run, ckpt = open_run(config, source_text, resume)
+        if config.tracking.mlflow:
+            tracker = MlflowTracker.start(
+                run.path, config.tracking.mlflow, config.output, config.tracking.experiment or config.name,
+                config.model_dump(mode="json"), run.metrics(),
+            )  # fmt: skip
         task = Task.load(config.task)
         initial = task.initial_parameters(config.seed)
         if ckpt is not None:
@@ -149,12 +158,16 @@ def run_experiment(
             make_strategy(config),
             LoopSettings(config.rounds, config.seed, config.fit_config(), config.server.round_timeout_s),
             central_evaluate=(lambda p: _loss_metrics(evaluator, p)) if evaluator else None,
-            observers=[run, *observers],
+            observers=[run, *observers, *([tracker] if tracker else [])],
             checkpoint=lambda r, p, s: save_checkpoint(checkpoints, r, p, s),
             expected_silos=[s.name for s in config.silos],
         )
         params, state = loop.run(params, state, start)
         base = run_baselines(config, transport, initial, evaluator) if baselines else None
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         if transport is not None:
             transport.close()
@@ -166,6 +179,8 @@ def run_experiment(
     summary["report"] = str(run.path / REPORT)
     run.write_summary(summary)
     write_report(run.path)
+    if tracker is not None:
+        tracker.finish()
     return RunResult(run.path, params, summary)
 
 
