@@ -46,6 +46,8 @@ addEventListener("load", () => {
       x: box.x + scrollX, y: box.y + scrollY, w: box.width, h: box.height,
       lines: [...svg.querySelectorAll("path.series")].map((p) => [+p.dataset.points, p.getTotalLength()]),
       bars: [...svg.querySelectorAll("rect.bar")].map((r) => r.getBBox().height),
+      ink: (({x, y, width, height}) => ({x: x + scrollX, y: y + scrollY, w: width, h: height}))(
+        svg.querySelector("path.series, rect.bar").getBoundingClientRect()),
     };
   });
   const pre = document.createElement("pre");
@@ -128,6 +130,9 @@ def test_the_report_of_a_real_run_is_drawn_in_chromium(cli, make_experiment, run
         x, y, w, h = (int(round(chart[k])) for k in ("x", "y", "w", "h"))
         area = pixels[y + 2 : y + h - 2, x + 2 : x + w - 2]
         inked = (np.abs(area - 255).sum(axis=2) > 60).mean()
-        first_color = (np.abs(area - first).sum(axis=2) < 60).sum()
         assert inked > 0.01, f"{chart['title']}: only {inked:.2%} of its area is drawn"
+        # inside the box of its first line (or bar), below the legend, that line's colour must show
+        box = chart["ink"]
+        x, y, w, h = int(box["x"]) - 2, int(box["y"]) - 2, int(box["w"]) + 4, int(box["h"]) + 4
+        first_color = (np.abs(pixels[y : y + h, x : x + w] - first).sum(axis=2) < 60).sum()
         assert first_color >= 40, f"{chart['title']}: {first_color} pixels in its first line's or bar's colour"
