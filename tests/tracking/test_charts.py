@@ -38,6 +38,8 @@ def test_missing_values_leave_gaps_and_labels_are_escaped() -> None:
     )
     paths = re.findall(r'<path class="series" data-label="([^"]*)" data-points="(\d+)"', svg)
     assert paths == [("x&lt;y", "2")]  # the empty series draws no line (its legend entry stays)
+    (d,) = re.findall(r' d="([^"]*)"', svg)
+    assert d.count("M") == 2 and "L" not in d  # the gap lifts the pen: two dots, no line across
     assert "a &lt;b&gt; &amp; c" in svg and "<b>" not in svg
 
 
@@ -53,3 +55,5 @@ def test_bar_chart_heights_by_hand() -> None:
     assert '<rect class="bar" data-label="a" x="91.60" y="134.00" width="156.80" height="104.00"' in svg
     assert '<rect class="bar" data-label="b" x="315.60" y="30.00" width="156.80" height="208.00"' in svg
     assert ">0.5</text>" in svg and ">1</text>" in svg
+    one_colour = bar_chart("t", [("a", 0.5), ("b", 1.0)], "y", color="#d62728")
+    assert one_colour.count('fill="#d62728"') == 2

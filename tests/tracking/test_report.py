@@ -40,7 +40,11 @@ def test_the_report_draws_global_silo_training_and_baseline_charts(hand_run: Pat
     bars = re.findall(r'<rect class="bar" data-label="([^"]*)"', html)
     assert bars[-4:] == ["federated", "centralized (pooled)", "north alone", "south alone"]
     assert "timed out after 5s" in html and "Worst silo by accuracy: <b>south</b>" in html
-    assert "<td>south alone</td><td>0.9000</td><td>0.6100</td>" in html  # loss, accuracy on the server's test set
+    # loss and accuracy on the server's test set
+    assert "<td>south alone</td><td class='n'>0.9000</td><td class='n'>0.6100</td>" in html
+    south_training = re.search(r'<path class="series" data-label="south" data-points="2" d="([^"]*)"', html)
+    assert south_training and south_training.group(1).count("M") == 2  # round 2 failed: a gap, not a bridge
+    assert "1 failed reply in 3 rounds" in html
 
 
 def test_the_report_loads_nothing_from_outside(hand_run: Path) -> None:

@@ -22,8 +22,6 @@ from typing import Any
 
 import pytest
 
-from fedsilo.tracking.charts import PALETTE
-
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 FLAGS = [
     "--headless",
@@ -46,8 +44,11 @@ addEventListener("load", () => {
       x: box.x + scrollX, y: box.y + scrollY, w: box.width, h: box.height,
       lines: [...svg.querySelectorAll("path.series")].map((p) => [+p.dataset.points, p.getTotalLength()]),
       bars: [...svg.querySelectorAll("rect.bar")].map((r) => r.getBBox().height),
-      ink: (({x, y, width, height}) => ({x: x + scrollX, y: y + scrollY, w: width, h: height}))(
-        svg.querySelector("path.series, rect.bar").getBoundingClientRect()),
+      ink: ((el) => {
+        const {x, y, width, height} = el.getBoundingClientRect();
+        return {x: x + scrollX, y: y + scrollY, w: width, h: height,
+                color: el.getAttribute(el.tagName === "path" ? "stroke" : "fill")};
+      })(svg.querySelector("path.series, rect.bar")),
     };
   });
   const pre = document.createElement("pre");
@@ -125,7 +126,6 @@ def test_the_report_of_a_real_run_is_drawn_in_chromium(cli, make_experiment, run
     with image_module.open(shot) as image:
         pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
     assert pixels.shape[0] >= layout["height"] - 1, "the screenshot does not hold the whole page"
-    first = np.array(rgb(PALETTE[0]), dtype=np.int16)
     for chart in charts:
         x, y, w, h = (int(round(chart[k])) for k in ("x", "y", "w", "h"))
         area = pixels[y + 2 : y + h - 2, x + 2 : x + w - 2]
@@ -134,5 +134,6 @@ def test_the_report_of_a_real_run_is_drawn_in_chromium(cli, make_experiment, run
         # inside the box of its first line (or bar), below the legend, that line's colour must show
         box = chart["ink"]
         x, y, w, h = int(box["x"]) - 2, int(box["y"]) - 2, int(box["w"]) + 4, int(box["h"]) + 4
+        first = np.array(rgb(box["color"]), dtype=np.int16)
         first_color = (np.abs(pixels[y : y + h, x : x + w] - first).sum(axis=2) < 60).sum()
         assert first_color >= 40, f"{chart['title']}: {first_color} pixels in its first line's or bar's colour"

@@ -126,10 +126,17 @@ def line_chart(title: str, series: Sequence[Series], y_label: str, x_label: str 
             parts.append(f'<text x="{px(x):.2f}" y="{bottom + 16}" class="tick" text-anchor="middle">{_fmt(x)}</text>')
     parts.append(f'<line x1="{LEFT}" y1="{bottom}" x2="{WIDTH - RIGHT}" y2="{bottom}" class="axis"/>')
     for s, color in zip(series, colors, strict=True):
-        points = [(px(x), py(float(y))) for x, y in zip(s.xs, s.ys, strict=True) if y is not None and _finite(y)]
+        points, steps, pen_down = [], [], False
+        for x, y in zip(s.xs, s.ys, strict=True):
+            if y is None or not _finite(y):
+                pen_down = False  # a missing value (a failed or unsampled round) is a gap, not a bridge
+                continue
+            points.append((px(x), py(float(y))))
+            steps.append(f"{'L' if pen_down else 'M'}{points[-1][0]:.2f},{points[-1][1]:.2f}")
+            pen_down = True
         if not points:
             continue
-        d = " ".join(f"{'M' if i == 0 else 'L'}{x:.2f},{y:.2f}" for i, (x, y) in enumerate(points))
+        d = " ".join(steps)
         dash = ' stroke-dasharray="5 3"' if s.dashed else ""
         parts.append(
             f'<path class="series" data-label="{escape(s.label)}" data-points="{len(points)}" d="{d}" '
@@ -140,8 +147,10 @@ def line_chart(title: str, series: Sequence[Series], y_label: str, x_label: str 
     return "".join(parts)
 
 
-def bar_chart(title: str, bars: Sequence[tuple[str, float]], y_label: str, zero_based: bool = True) -> str:
-    """Vertical bars, one per label, with the value written above each."""
+def bar_chart(
+    title: str, bars: Sequence[tuple[str, float]], y_label: str, zero_based: bool = True, color: str | None = None
+) -> str:
+    """Vertical bars, one per label, with the value written above each; one colour each unless ``color``."""
     values = [v for _, v in bars if _finite(v)]
     parts, top = _frame(title, y_label, "", 0)
     bottom = HEIGHT - BOTTOM
@@ -163,7 +172,7 @@ def bar_chart(title: str, bars: Sequence[tuple[str, float]], y_label: str, zero_
         y0, h = min(y, base), abs(base - y)
         parts.append(
             f'<rect class="bar" data-label="{escape(label)}" x="{x:.2f}" y="{y0:.2f}" width="{slot * 0.7:.2f}" '
-            f'height="{max(h, 0.5):.2f}" fill="{PALETTE[i % len(PALETTE)]}"/>'
+            f'height="{max(h, 0.5):.2f}" fill="{color or PALETTE[i % len(PALETTE)]}"/>'
             f'<text x="{cx:.2f}" y="{y0 - 4:.2f}" class="tick" text-anchor="middle">{_fmt(value)}</text>'
         )
     parts.append(f'<line x1="{LEFT}" y1="{base:.2f}" x2="{WIDTH - RIGHT}" y2="{base:.2f}" class="axis"/></svg>')

@@ -20,6 +20,7 @@ from fedsilo.tracking.charts import Series, bar_chart, line_chart
 from fedsilo.tracking.run_dir import CONFIG, SUMMARY, RunDir
 
 REPORT = "report.html"
+FAILURE_RED = "#d62728"
 Row = Mapping[str, Any]
 NOT_METRICS = {"round", "scope", "silo", "phase", "time", "num_examples", "failure", "failure_kind"}
 PREFERRED = ("loss", "accuracy", "balanced_accuracy", "roc_auc")
@@ -33,8 +34,8 @@ h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bot
 .chart{border:1px solid #e3e3e3;border-radius:4px;max-width:100%;height:auto}
 .chart .title{font-size:13px;font-weight:600}.chart .tick,.chart .legend{font-size:11px;fill:#444}
 .chart .axis-label{font-size:11px;fill:#666}.chart .grid{stroke:#eee}.chart .axis{stroke:#999}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f6f6f6}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f6f6f6}
 pre{background:#f6f6f6;padding:10px;overflow:auto;font-size:12px}.note{color:#8a6d3b}
 """
 
@@ -55,11 +56,15 @@ def metric_keys(rows: Iterable[Row]) -> list[str]:
     return [k for k in PREFERRED if k in found] + sorted(found - set(PREFERRED))
 
 
-def _series(label: str, rows: Sequence[Row], key: str, dashed: bool = False) -> Series | None:
-    points = [(r["round"], _num(r.get(key))) for r in rows if _num(r.get(key)) is not None]
-    if not points:
+def _series(
+    label: str, rows: Sequence[Row], key: str, dashed: bool = False, rounds: Sequence[int] | None = None
+) -> Series | None:
+    """``key`` per round; with ``rounds``, a round without a value is a gap in the line."""
+    values = {r["round"]: _num(r.get(key)) for r in rows if _num(r.get(key)) is not None}
+    if not values:
         return None
-    return Series(label, [p[0] for p in points], [p[1] for p in points], dashed)
+    xs = list(rounds) if rounds is not None else sorted(values)
+    return Series(label, xs, [values.get(x) for x in xs], dashed)
 
 
 def _chart(title: str, series: Iterable[Series | None], y_label: str) -> str:
@@ -81,9 +86,13 @@ def _fmt(value: Any) -> str:
     return f"{int(value):,}" if isinstance(value, int) else f"{number:.4f}"  # counts whole, metrics to 4 places
 
 
+def _cell(value: Any) -> str:
+    return f"<td class='n'>{_fmt(value)}</td>" if _num(value) is not None else f"<td>{_fmt(value)}</td>"
+
+
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -113,12 +122,14 @@ def global_section(rows: Sequence[Row]) -> str:
 
 def silo_section(rows: Sequence[Row], silos: Sequence[str], phase: str) -> str:
     """One chart per metric, one line per silo (``evaluate``: own test split; ``fit``: training)."""
-    picked = [r for r in rows if r["scope"] == "silo" and r.get("phase") == phase and "failure" not in r]
+    in_phase = [r for r in rows if r["scope"] == "silo" and r.get("phase") == phase]
+    picked = [r for r in in_phase if "failure" not in r]
+    rounds = sorted({r["round"] for r in in_phase})
     names = list(silos) + sorted({r["silo"] for r in picked} - set(silos))
     charts = [
         _chart(
             f"{'each silo' if phase == 'evaluate' else 'training'}: {_label(key)}",
-            [_series(name, [r for r in picked if r["silo"] == name], key) for name in names],
+            [_series(name, [r for r in picked if r["silo"] == name], key, rounds=rounds) for name in names],
             _label(key),
         )
         for key in metric_keys(picked)
@@ -136,12 +147,14 @@ def failure_section(rows: Sequence[Row]) -> str:
     if not failures:
         return f"<h2>Failures</h2><p>No failed silo replies in {len(rounds)} rounds.</p>"
     counts = [float(sum(1 for f in failures if f["round"] == rnd)) for rnd in rounds]
-    chart = bar_chart("failed silo replies per round", list(zip(map(str, rounds), counts, strict=True)), "failures")
+    bars = list(zip(map(str, rounds), counts, strict=True))
+    chart = bar_chart("failed silo replies per round", bars, "failures", color=FAILURE_RED)
     table = _table(
         ["round", "silo", "phase", "kind", "reason"],
         ([f["round"], f["silo"], f.get("phase"), f.get("failure_kind"), f["failure"]] for f in failures),
     )
-    return f"<h2>Failures</h2><p>{len(failures)} failed replies in {len(rounds)} rounds.</p>{chart}{table}"
+    text = f"{len(failures)} failed repl{'y' if len(failures) == 1 else 'ies'} in {len(rounds)} rounds."
+    return f"<h2>Failures</h2><p>{text}</p>{chart}{table}"
 
 
 def baseline_section(summary: Mapping[str, Any]) -> str:
