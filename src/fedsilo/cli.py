@@ -139,6 +139,14 @@ def run(
     _guarded(go)
 
 
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, as `fedsilo run` printed it.")]) -> None:
+    """Write report.html into a run folder: metrics per round, per silo, failures and baselines, as plots."""
+    from fedsilo.tracking.report import write_report
+
+    _guarded(lambda: out.print(f"report: {escape(str(write_report(run_dir)))}"))
+
+
 @data_app.command("split")
 def data_split(
     source: Annotated[str, typer.Argument(help="A known dataset name (e.g. pneumoniamnist) or an .npz file.")],

@@ -53,6 +53,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary.get("failures"):
         out.print(f"[yellow]{summary['failures']} silo failures during the run (see metrics.jsonl)[/yellow]")
     out.print(f"run folder: {escape(summary['run_dir'])}  ({summary['duration_s']:.1f}s)")
+    if summary.get("report"):
+        out.print(f"report: {escape(summary['report'])}")
 
 
 def _baseline_table(summary: dict[str, Any]) -> Table:

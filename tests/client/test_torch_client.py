@@ -92,7 +92,7 @@ def test_fit_accepts_a_torch_dataset_and_float64_inputs() -> None:
     params, n, _ = c.fit(get_parameters(model), {"batch_size": 4, "seed": 1})
     assert n == 16
     loss, n_test, metrics = c.evaluate(params, {})
-    assert n_test == 16 and np.isfinite(loss) and set(metrics) == {"accuracy", "balanced_accuracy"}
+    assert n_test == 16 and np.isfinite(loss) and set(metrics) == {"accuracy", "balanced_accuracy", "roc_auc"}
 
 
 def test_evaluate_by_hand() -> None:
@@ -106,9 +106,35 @@ def test_evaluate_by_hand() -> None:
     assert n == 5
     assert metrics["accuracy"] == pytest.approx(3 / 5)
     assert metrics["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # P(class 1) = sigmoid(x1 - x0): positives score by 1, -1, 3 and negatives by -1, 1. Pairs:
+    # 1 beats -1 and ties 1 (1.5); -1 ties -1 (0.5); 3 beats both (2) -> 4 of 6
+    assert metrics["roc_auc"] == pytest.approx(4 / 6)
     z = x.astype(np.float64)
     expected_loss = np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(5), y])
     assert loss == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_one_logit_with_0_1_labels_is_a_binary_task_scored_by_its_sigmoid() -> None:
+    x = np.array([[-2.0], [-1.0], [0.5], [1.0], [3.0]], dtype=np.float32)
+    y = np.array([[0.0], [1.0], [0.0], [1.0], [1.0]], dtype=np.float32)
+    c = TorchClient(nn.Linear(1, 1), lambda: (x, y), lambda: (x, y), loss=nn.BCEWithLogitsLoss(), device="cpu")
+    _, _, metrics = c.evaluate({"weight": np.ones((1, 1), np.float32), "bias": np.zeros(1, np.float32)}, {})
+    # logits = x: predicted 0, 0, 1, 1, 1; recalls 1/2 (class 0) and 2/3 (class 1).
+    # positives -1, 1, 3 vs negatives -2, 0.5: -1 beats one, 1 and 3 beat both -> 5 of 6
+    assert metrics == {
+        "accuracy": pytest.approx(3 / 5),
+        "balanced_accuracy": pytest.approx((1 / 2 + 2 / 3) / 2),
+        "roc_auc": pytest.approx(5 / 6),
+    }
+
+
+def test_regression_outputs_have_no_classification_metrics() -> None:
+    x = np.array([[1.0], [2.0], [3.0]], dtype=np.float32)
+    y = np.array([[0.5], [2.5], [1.0]], dtype=np.float32)
+    c = TorchClient(nn.Linear(1, 1), lambda: (x, y), lambda: (x, y), loss=nn.MSELoss(), device="cpu")
+    loss, n, metrics = c.evaluate({"weight": np.ones((1, 1), np.float32), "bias": np.zeros(1, np.float32)}, {})
+    assert metrics == {} and n == 3
+    assert loss == pytest.approx((0.25 + 0.25 + 4.0) / 3)
 
 
 def test_unknown_optimizer_is_an_error() -> None:

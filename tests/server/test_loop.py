@@ -259,6 +259,19 @@ def test_federated_summary_by_hand() -> None:
     assert "only_a" not in summary  # only metrics every silo reported are averaged
 
 
+def test_federated_summary_worst_balanced_silo_can_differ_from_the_worst_by_accuracy() -> None:
+    results = [
+        EvaluateRes("big", 1.0, 8, {"accuracy": 0.9, "balanced_accuracy": 0.55}),  # majority-class guesser
+        EvaluateRes("small", 3.0, 2, {"accuracy": 0.6, "balanced_accuracy": 0.7}),
+    ]
+    summary = federated_summary(results)
+    assert summary["loss"] == pytest.approx((8 * 1.0 + 2 * 3.0) / 10)
+    assert summary["accuracy"] == pytest.approx((8 * 0.9 + 2 * 0.6) / 10)  # 0.84
+    assert summary["balanced_accuracy"] == pytest.approx((8 * 0.55 + 2 * 0.7) / 10)  # 0.58
+    assert summary["worst_silo"] == "small" and summary["worst_accuracy"] == 0.6
+    assert summary["worst_balanced_silo"] == "big" and summary["worst_balanced_accuracy"] == 0.55
+
+
 def test_federated_summary_without_accuracy_has_no_worst_silo() -> None:
     summary = federated_summary([EvaluateRes("a", 3.0, 2, {}), EvaluateRes("b", 1.0, 6, {})])
     assert summary == {"loss": pytest.approx(1.5), "num_examples": 8}

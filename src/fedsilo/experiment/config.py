@@ -111,6 +111,23 @@ class PrepareConfig(_Strict):
     out: Path
 
 
+class TrackingConfig(_Strict):
+    """Where runs are logged besides the run folder (see tracking/mlflow.py)."""
+
+    mlflow: bool | str = Field(
+        False,
+        description="true: MLflow in mlruns/ beside `output`; a folder; or a tracking URI (http://..., sqlite:///...).",
+    )
+    experiment: str | None = Field(None, min_length=1, description="MLflow experiment name (default: name).")
+
+    @field_validator("mlflow")
+    @classmethod
+    def _mlflow(cls, v: bool | str) -> bool | str:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("use true, a folder or a tracking URI")
+        return v
+
+
 class ExperimentConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: Path
@@ -123,6 +140,7 @@ class ExperimentConfig(_Strict):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     output: Path = Path("runs")
     prepare: PrepareConfig | None = None
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _unique_silos(self) -> ExperimentConfig:
@@ -158,6 +176,9 @@ def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
     for section, key in (("server", "data"), ("prepare", "out")):
         if isinstance(out.get(section), dict) and key in out[section]:
             out[section] = {**out[section], key: fix(out[section][key])}
+    mlflow = out["tracking"].get("mlflow") if isinstance(out.get("tracking"), dict) else None
+    if isinstance(mlflow, str) and mlflow.strip() and ":" not in mlflow and mlflow != "databricks":  # a folder
+        out["tracking"] = {**out["tracking"], "mlflow": fix(mlflow)}
     return out
 
 

@@ -27,6 +27,8 @@ from fedsilo.runtime.simulation import POOLED, WorkerPool
 from fedsilo.server.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from fedsilo.server.loop import LoopSettings, Observer, ServerLoop
 from fedsilo.silo.agent import SiloAgent
+from fedsilo.tracking.mlflow import MlflowTracker, require_mlflow
+from fedsilo.tracking.report import REPORT, write_report
 from fedsilo.tracking.run_dir import RunDir
 from fedsilo.transport.base import Transport
 from fedsilo.transport.inproc import InProcessTransport
@@ -143,13 +145,21 @@ def run_experiment(
             "--baselines needs the simulation runtime: the centralized baseline pools every silo's data",
             "run the baselines with `--runtime simulation`",
         )
+    if config.tracking.mlflow:
+        require_mlflow()  # before any work: a missing extra is a one-line error
     if resume is None and local_silos:
         prepare_data(config)
     pool = start_pool(config, baselines) if transport_factory is None else None
     run: RunDir | None = None
     transport: Transport | None = pool
+    tracker: MlflowTracker | None = None
     try:
         run, ckpt = open_run(config, source_text, resume, local_silos)
+        if config.tracking.mlflow:
+            tracker = MlflowTracker.start(
+                run.path, config.tracking.mlflow, config.output, config.tracking.experiment or config.name,
+                config.model_dump(mode="json"), run.metrics(),
+            )  # fmt: skip
         task = Task.load(config.task)
         initial = task.initial_parameters(config.seed)
         if ckpt is not None:
@@ -176,12 +186,16 @@ def run_experiment(
                 wait_timeout=config.server.wait_timeout_s,
             ),
             central_evaluate=(lambda p: _loss_metrics(evaluator, p)) if evaluator else None,
-            observers=[run, *observers],
+            observers=[run, *observers, *([tracker] if tracker else [])],
             checkpoint=lambda r, p, s: save_checkpoint(checkpoints, r, p, s),
             expected_silos=[s.name for s in config.silos],
         )
         params, state = loop.run(params, state, start)
         base = run_baselines(config, transport, initial, evaluator) if baselines else None
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         if transport is not None:
             transport.close()
@@ -190,7 +204,11 @@ def run_experiment(
 
     run.write_model(params, {"rounds": str(config.rounds), "seed": str(config.seed)})
     summary = summarize(config, run, time.monotonic() - started, base)
+    summary["report"] = str(run.path / REPORT)
     run.write_summary(summary)
+    write_report(run.path)
+    if tracker is not None:
+        tracker.finish()
     return RunResult(run.path, params, summary)
 
 

@@ -185,6 +185,10 @@ def federated_summary(results: Sequence[EvaluateRes]) -> dict[str, Any]:
         worst = min(results, key=lambda r: r.metrics["accuracy"])
         summary["worst_accuracy"] = worst.metrics["accuracy"]
         summary["worst_silo"] = worst.silo
+    if "balanced_accuracy" in keys:  # on skewed silos the worst by accuracy can hide the worst by balance
+        worst = min(results, key=lambda r: r.metrics["balanced_accuracy"])
+        summary["worst_balanced_accuracy"] = worst.metrics["balanced_accuracy"]
+        summary["worst_balanced_silo"] = worst.silo
     return summary
 
 

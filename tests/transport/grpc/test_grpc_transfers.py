@@ -95,13 +95,21 @@ def test_an_interrupted_upload_resumes_from_the_last_byte_received(kits: Path, s
     digest = hashlib.sha256(update).hexdigest()
     header = pb.UploadHeader(task_id=task.task_id, total_bytes=len(update), sha256=digest, offset=0)
 
+    sent, hold = threading.Event(), threading.Event()
+
     def broken() -> Iterator[pb.UploadPart]:
         yield pb.UploadPart(header=header)
         yield pb.UploadPart(data=update[:CHUNK_BYTES])
-        raise ConnectionError("link dropped")  # the call breaks after one chunk
+        sent.set()
+        hold.wait(10)  # the link goes quiet here and the call is cut
 
-    with pytest.raises(grpc.RpcError):
-        silo.stub.Upload(broken(), metadata=silo.md)
+    future = silo.stub.Upload.future(broken(), metadata=silo.md)
+    assert sent.wait(10)
+    assert wait_until(
+        lambda: silo.stub.UploadStatus(pb.TaskRef(task_id=task.task_id), metadata=silo.md).received == CHUNK_BYTES, 10
+    )
+    future.cancel()
+    hold.set()
     held = silo.stub.UploadStatus(pb.TaskRef(task_id=task.task_id), metadata=silo.md).received
     assert held == CHUNK_BYTES
     # a restart from 0 is told where to resume, without the server taking the bytes again
