@@ -122,6 +122,7 @@ _MODELS: tuple[type[_StrategyBase], ...] = (
 )
 STRATEGY_NAMES: tuple[str, ...] = tuple(get_args(m.model_fields["name"].annotation)[0] for m in _MODELS)
 COMMON_KEYS = frozenset(_StrategyBase.model_fields)
+_PARAM_ORDER = ["mu", "eta", "momentum", "beta1", "beta2", "tau", "beta", "byzantine", "num_selected", "mean_only"]
 
 
 def _name_of(value: Any) -> str:
@@ -145,14 +146,16 @@ StrategyConfig = Annotated[
 ]
 
 
-def strategy_params(config: _StrategyBase) -> dict[str, Any]:
-    """A strategy's own parameters (the sampling keys and ``name`` left out), for ``validate``."""
-    return {k: v for k, v in config.model_dump().items() if k not in COMMON_KEYS and k != "name"}
+def strategy_params(config: StrategyConfig) -> dict[str, Any]:
+    """A strategy's own parameters (the sampling keys and ``name`` left out)."""
+    dumped = config.model_dump()
+    return {k: dumped[k] for k in own_keys(config.name)}
 
 
 def own_keys(name: str) -> list[str]:
+    """The keys strategy ``name`` takes beyond the common ones, in one fixed order."""
     model = dict(zip(STRATEGY_NAMES, _MODELS, strict=True))[name]
-    return [k for k in model.model_fields if k not in COMMON_KEYS and k != "name"]
+    return sorted((k for k in model.model_fields if k not in COMMON_KEYS and k != "name"), key=_PARAM_ORDER.index)
 
 
 def strategy_error(loc: tuple[Any, ...], err: Any) -> tuple[tuple[Any, ...], str] | None:
@@ -174,4 +177,8 @@ def strategy_error(loc: tuple[Any, ...], err: Any) -> tuple[tuple[Any, ...], str
         own = own_keys(tag)
         takes = f"{tag} takes {', '.join(own)}" if own else f"{tag} has no parameters of its own"
         return rest, f"unknown key for {tag} (misspelt?; {takes})"
+    if err["type"] == "model_type" and len(rest) == 1:
+        given = err.get("input")
+        example = given if isinstance(given, str) and given else "fedadam"
+        return rest, f"expected a mapping with a name, e.g. `strategy: {{name: {example}}}`"
     return rest, str(err["msg"]).removeprefix("Value error, ")
