@@ -6,6 +6,7 @@ depend on the number of silos come from the plan; every strategy runs end to end
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from fedsilo.errors import ConfigError
-from fedsilo.experiment.config import load_config, parse_config
+from fedsilo.experiment.config import ExperimentConfig, load_config, parse_config
 from fedsilo.experiment.plan import build_plan, make_strategy
 from fedsilo.experiment.strategy_config import STRATEGY_NAMES, strategy_params
 from fedsilo.runtime.runner import run_experiment
@@ -79,6 +80,13 @@ def test_defaults_of_each_strategy(name: str, params: dict[str, Any]) -> None:
     assert config.strategy.name == name
     assert strategy_params(config.strategy) == params
     assert (config.strategy.fraction_fit, config.strategy.min_fit_clients) == (1.0, 1)
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_the_saved_config_reads_back_the_same(name: str) -> None:
+    """`--resume` rebuilds the config from the run folder's config.json."""
+    config = config_with({"name": name, "fraction_fit": 0.5})
+    assert ExperimentConfig.model_validate(json.loads(json.dumps(config.model_dump(mode="json")))) == config
 
 
 def test_name_may_be_left_out_for_fedavg() -> None:
