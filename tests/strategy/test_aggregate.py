@@ -129,6 +129,14 @@ def test_pairwise_distances_span_all_arrays() -> None:
     np.testing.assert_allclose(dist, expected, atol=1e-9)
 
 
+def test_integer_counters_do_not_count_in_distances() -> None:
+    # BatchNorm-like counters that grow with data size: silo b counted 5000 steps, the others 10
+    updates = [{**u, "steps": np.array(5000 if i == 1 else 10, np.int64)} for i, u in enumerate(krum_updates())]
+    np.testing.assert_allclose(pairwise_sq_distances(updates), pairwise_sq_distances(krum_updates()), atol=1e-9)
+    _, chosen = multi_krum(updates, 1, 1)
+    assert chosen == [1]
+
+
 def test_krum_scores_by_hand() -> None:
     # f = 1, n = 5: each score sums the n - f - 2 = 2 smallest distances to the others
     # a: {1,4,2,200} -> 1+2 = 3 ; b: {1,5,1,181} -> 2 ; c: {4,5,2,164} -> 6 ; d: {2,1,2,162} -> 3

@@ -78,14 +78,18 @@ def krum_min_updates(byzantine: int) -> int:
 
 
 def pairwise_sq_distances(updates: Updates) -> np.ndarray:
-    """``D[i, j]`` = squared Euclidean distance between updates i and j, all arrays as one vector.
+    """``D[i, j]`` = squared Euclidean distance between updates i and j, float arrays as one vector.
 
+    Integer arrays are left out: they are counters (BatchNorm's ``num_batches_tracked`` grows with a
+    silo's data size), and a difference of thousands of steps would outweigh every parameter.
     Computed per array with the Gram identity on data centred by its mean (distances do not change
     under a shift, and centring keeps the subtraction ``|a|^2 + |b|^2 - 2ab`` from cancelling).
     """
     n = len(updates)
     dist = np.zeros((n, n))
-    for name in updates[0]:
+    for name, like in updates[0].items():
+        if not np.issubdtype(like.dtype, np.floating):
+            continue
         x = _stacked(updates, name).reshape(n, -1)
         x = x - x.mean(axis=0)
         sq = np.einsum("ij,ij->i", x, x)
