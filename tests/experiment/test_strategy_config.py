@@ -172,8 +172,16 @@ def test_plan_checks_krum_against_the_silos_per_round(make_experiment) -> None:
 def test_plan_checks_trimmed_mean_and_median(make_experiment) -> None:
     (problem,) = plan_problems(make_experiment, {"name": "trimmed_mean", "beta": 0.1})
     assert problem.startswith("strategy.beta=0.1 trims floor(0.1 x 5) = 0 updates per side")
-    assert "raise beta to at least 0.2" in problem
+    assert problem.endswith("-> raise beta to 0.2 or add silos")
     assert plan_problems(make_experiment, {"name": "trimmed_mean", "beta": 0.2}) == []
+    # with 3 silos 1/3 would be printed as 0.333, which still trims nothing: the advice rounds up
+    (problem,) = plan_problems(make_experiment, {"name": "trimmed_mean"}, silos={"a": 12, "b": 24, "c": 36})
+    assert problem.endswith("-> raise beta to 0.334 or add silos")
+    assert (
+        plan_problems(make_experiment, {"name": "trimmed_mean", "beta": 0.334}, silos={"a": 12, "b": 24, "c": 36}) == []
+    )
+    (problem,) = plan_problems(make_experiment, {"name": "trimmed_mean", "beta": 0.4}, silos={"a": 12, "b": 24})
+    assert problem.endswith("-> use 3 or more silos")
     (problem,) = plan_problems(make_experiment, {"name": "median"}, silos={"a": 12, "b": 24})
     assert "a median of fewer than 3 is a mean" in problem
 

@@ -7,6 +7,7 @@ first, so that one ``validate`` shows everything to fix.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,10 +116,8 @@ def _robust_problems(s: sc.StrategyConfig, fit: int) -> list[str]:
     if isinstance(s, sc.MedianConfig) and fit < 3:
         return [f"strategy median: {per_round}, and a median of fewer than 3 is a mean -> use 3 or more silos"]
     if isinstance(s, sc.TrimmedMeanConfig) and trim_count(fit, s.beta) == 0:
-        return [
-            f"strategy.beta={s.beta} trims floor({s.beta} x {fit}) = 0 updates per side when {per_round} "
-            f"-> raise beta to at least {1 / fit:.3g} or add silos"
-        ]
+        fix = f"raise beta to {math.ceil(1000 / fit) / 1000:g} or add silos" if fit >= 3 else "use 3 or more silos"
+        return [f"strategy.beta={s.beta} trims floor({s.beta} x {fit}) = 0 updates per side when {per_round} -> {fix}"]
     if isinstance(s, sc.KrumConfig | sc.MultiKrumConfig):
         problems = []
         need = krum_min_updates(s.byzantine)
