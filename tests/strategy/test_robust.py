@@ -142,3 +142,25 @@ def test_name_sampling_and_invalid_parameters() -> None:
         Robust("trimmed_mean", beta=0.5, byzantine=-1)
     with pytest.raises(ValueError, match="num_selected must be >= 1"):
         Robust("multi_krum", num_selected=0)
+
+
+def test_min_updates() -> None:
+    assert Robust("krum", byzantine=2).min_updates() == 7  # 2f + 3
+    assert Robust("krum", byzantine=1, num_selected=9).min_updates() == 5  # Krum selects one, always
+    assert Robust("multi_krum", byzantine=1, num_selected=6).min_updates() == 7  # m + f
+    assert Robust("median").min_updates() == 1
+
+
+def test_a_krum_round_left_with_too_few_updates_stops_the_run_in_one_line(cli, make_experiment) -> None:
+    path = make_experiment(
+        silos={"a": 12, "b": 24, "c": 36, "d": 16, "e": 20},
+        rounds=2,
+        extra={"strategy": {"name": "krum", "byzantine": 1}},
+    )
+    (path.parent / "data" / "c" / "RAISE").touch()  # silo c's training crashes: 4 updates, Krum needs 5
+    result = cli("run", path, "--quiet")
+    assert result.exit_code == 7
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # progress goes there too
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "round 1: krum with byzantine=1 needs at least 5 updates, got 4" in lines[0]
+    assert "fedsilo run --resume RUN_DIR" in lines[0]

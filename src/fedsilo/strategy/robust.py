@@ -67,7 +67,9 @@ class Robust:
 
     def min_updates(self) -> int:
         """Fewest updates a round needs for this rule's guarantee."""
-        if self.name in ("krum", "multi_krum"):
+        if self.name == "krum":
+            return krum_min_updates(self.byzantine)
+        if self.name == "multi_krum":
             return max(krum_min_updates(self.byzantine), (self.num_selected or 1) + self.byzantine)
         return 1
 
@@ -107,7 +109,7 @@ class RobustAggregation:
         if n < s.min_updates():
             raise RoundFailed(
                 f"round {self._round}: {s.name} with byzantine={s.byzantine}"
-                + (f" and num_selected={s.num_selected}" if s.num_selected else "")
+                + (f" and num_selected={s.num_selected}" if s.name == "multi_krum" and s.num_selected else "")
                 + f" needs at least {s.min_updates()} updates, got {n}",
                 "fix the failing silos and resume with `fedsilo run --resume RUN_DIR`, or lower strategy.byzantine",
             )
