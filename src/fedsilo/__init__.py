@@ -31,6 +31,9 @@ from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 from fedsilo.runtime.runner import run_experiment
 from fedsilo.strategy.base import Sampling, Strategy, StrategyState
 from fedsilo.strategy.fedavg import FedAvg
+from fedsilo.strategy.fedopt import FedOpt
+from fedsilo.strategy.fedprox import FedProx
+from fedsilo.strategy.robust import Robust
 
 __version__ = "0.1.0"
 
@@ -44,12 +47,15 @@ __all__ = [
     "ExperimentConfig",
     "Failure",
     "FedAvg",
+    "FedOpt",
+    "FedProx",
     "FedsiloError",
     "FitIns",
     "FitRes",
     "Layout",
     "NumpyClient",
     "PlanError",
+    "Robust",
     "RoundFailed",
     "Sampling",
     "Strategy",

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedsilo.errors import ConfigError
+from fedsilo.experiment.strategy_config import FedAvgConfig, StrategyConfig, strategy_error
 
 SILO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -33,15 +34,6 @@ class SiloConfig(_Strict):
         if not SILO_NAME.match(v) or v == "server":
             raise ValueError("use letters, digits, '_' or '-' (and not 'server')")
         return v
-
-
-class StrategyConfig(_Strict):
-    name: Literal["fedavg"] = "fedavg"
-    fraction_fit: float = Field(1.0, gt=0, le=1)
-    fraction_evaluate: float = Field(1.0, ge=0, le=1)
-    min_fit_clients: int = Field(1, ge=1)
-    min_evaluate_clients: int = Field(1, ge=1)
-    min_available_clients: int = Field(1, ge=1)
 
 
 class TrainConfig(_Strict):
@@ -133,7 +125,7 @@ class ExperimentConfig(_Strict):
     task: Path
     silos: list[SiloConfig] = Field(min_length=1)
     server: ServerConfig = Field(default_factory=ServerConfig)
-    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    strategy: StrategyConfig = Field(default_factory=FedAvgConfig)
     rounds: int = Field(ge=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
     seed: int = 0
@@ -190,6 +182,8 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (misspelt?)"
+        if (clearer := strategy_error(err["loc"], err)) is not None:
+            loc, msg = ".".join(str(p) for p in clearer[0]), clearer[1]
         parts.append(f"{loc}: {msg}")
     return f"{source}: " + "; ".join(parts)
 

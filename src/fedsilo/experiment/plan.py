@@ -7,6 +7,7 @@ first, so that one ``validate`` shows everything to fix.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,11 +15,16 @@ from fedsilo.client.numpy import num_examples
 from fedsilo.data.datasets import find_dataset
 from fedsilo.data.loaders import check_silo_folder
 from fedsilo.errors import DataError, FedsiloError, PlanError
+from fedsilo.experiment import strategy_config as sc
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.task import Task
 from fedsilo.server.registry import sample_count
+from fedsilo.strategy.aggregate import krum_min_updates, trim_count
 from fedsilo.strategy.base import Sampling, Strategy
 from fedsilo.strategy.fedavg import FedAvg
+from fedsilo.strategy.fedopt import FedOpt
+from fedsilo.strategy.fedprox import FedProx
+from fedsilo.strategy.robust import Robust
 
 
 @dataclass(frozen=True)
@@ -48,10 +54,29 @@ class Plan:
 
 
 def make_strategy(config: ExperimentConfig) -> Strategy:
+    """The strategy object the ``strategy:`` section describes."""
     s = config.strategy
     sampling = Sampling(
         s.fraction_fit, s.fraction_evaluate, s.min_fit_clients, s.min_evaluate_clients, s.min_available_clients
     )
+    if isinstance(s, sc.FedProxConfig):
+        return FedProx(s.mu, sampling)
+    if isinstance(s, sc.FedAvgMConfig):
+        return FedOpt(s.name, sampling, eta=s.eta, beta1=s.momentum, mean_only=tuple(s.mean_only))
+    if isinstance(s, sc.FedAdagradConfig):
+        return FedOpt(s.name, sampling, eta=s.eta, beta1=s.beta1, tau=s.tau, mean_only=tuple(s.mean_only))
+    if isinstance(s, sc.FedAdamConfig | sc.FedYogiConfig):
+        return FedOpt(
+            s.name, sampling, eta=s.eta, beta1=s.beta1, beta2=s.beta2, tau=s.tau, mean_only=tuple(s.mean_only)
+        )
+    if isinstance(s, sc.MedianConfig):
+        return Robust(s.name, sampling)
+    if isinstance(s, sc.TrimmedMeanConfig):
+        return Robust(s.name, sampling, beta=s.beta)
+    if isinstance(s, sc.KrumConfig):
+        return Robust(s.name, sampling, byzantine=s.byzantine)
+    if isinstance(s, sc.MultiKrumConfig):
+        return Robust(s.name, sampling, byzantine=s.byzantine, num_selected=s.num_selected)
     return FedAvg(sampling)
 
 
@@ -82,7 +107,33 @@ def _strategy_problems(config: ExperimentConfig) -> list[str]:
             problems.append(
                 f"strategy.{key}={value} but the experiment has {n} silos -> lower it to at most {n} or add silos"
             )
-    return problems
+    return problems + _robust_problems(config.strategy, sample_count(n, s.fraction_fit, s.min_fit_clients))
+
+
+def _robust_problems(s: sc.StrategyConfig, fit: int) -> list[str]:
+    """What a robust rule needs from the ``fit`` updates a round gets (all silos answering)."""
+    per_round = f"{fit} silos train per round"
+    if isinstance(s, sc.MedianConfig) and fit < 3:
+        return [f"strategy median: {per_round}, and a median of fewer than 3 is a mean -> use 3 or more silos"]
+    if isinstance(s, sc.TrimmedMeanConfig) and trim_count(fit, s.beta) == 0:
+        fix = f"raise beta to {math.ceil(1000 / fit) / 1000:g} or add silos" if fit >= 3 else "use 3 or more silos"
+        return [f"strategy.beta={s.beta} trims floor({s.beta} x {fit}) = 0 updates per side when {per_round} -> {fix}"]
+    if isinstance(s, sc.KrumConfig | sc.MultiKrumConfig):
+        problems = []
+        need = krum_min_updates(s.byzantine)
+        if fit < need:
+            problems.append(
+                f"strategy {s.name} with byzantine={s.byzantine} needs n > 2f + 2 = {need - 1} updates per round "
+                f"but {per_round} -> lower strategy.byzantine or add silos"
+            )
+        selected = getattr(s, "num_selected", None)
+        if selected is not None and selected > fit - s.byzantine:
+            problems.append(
+                f"strategy.num_selected={selected} but at most n - f = {fit - s.byzantine} updates can be selected "
+                f"when {per_round} -> lower it"
+            )
+        return problems
+    return []
 
 
 def build_plan(config: ExperimentConfig, silo_data: bool = True) -> Plan:

@@ -13,7 +13,9 @@ from fedsilo.messages import Config, FitRes
 from fedsilo.strategy.base import Sampling, StrategyState
 
 
-class _WeightedMeanAggregation:
+class WeightedMeanAggregation:
+    """Streaming example-weighted mean: one model in memory (float64), whatever the silo count."""
+
     def __init__(self, like: ArrayDict, state: StrategyState) -> None:
         self._like = like
         self._state = state
@@ -41,5 +43,5 @@ class FedAvg:
     def fit_config(self, round: int, state: StrategyState) -> Config:
         return {}
 
-    def begin(self, round: int, global_parameters: ArrayDict, state: StrategyState) -> _WeightedMeanAggregation:
-        return _WeightedMeanAggregation(global_parameters, state)
+    def begin(self, round: int, global_parameters: ArrayDict, state: StrategyState) -> WeightedMeanAggregation:
+        return WeightedMeanAggregation(global_parameters, state)
