@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -12,12 +11,12 @@ import pytest
 
 from fedsilo.errors import ConnectionFailed
 from fedsilo.experiment.config import load_config
-from fedsilo.experiment.provision import SERVER, load_kit, provision
+from fedsilo.experiment.provision import load_kit, provision
 from fedsilo.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
-from fedsilo.runtime.deploy import credential_checker, tls_of
+from fedsilo.runtime.deploy import tls_of
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
-from fedsilo.transport.grpc.server import GrpcServerTransport, wait_until
+from fedsilo.transport.grpc.server import wait_until
 from fedsilo.transport.grpc.silo import SiloRunner, SiloSettings
 from fedsilo.transport.grpc.wire import CHANNEL_OPTIONS, CREDENTIAL_KEY, SILO_KEY, channel_credentials
 
@@ -35,23 +34,6 @@ class AddOne:
 
     def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
         return EvaluateRes(self.name, 0.5, self.n, {"accuracy": 0.75})
-
-
-@pytest.fixture
-def kits(make_experiment, tmp_path: Path) -> Path:
-    config, _ = load_config(make_experiment())
-    provision(config, tmp_path / "kits", "127.0.0.1:1")
-    return tmp_path / "kits"
-
-
-@pytest.fixture
-def server(kits: Path) -> Iterator[GrpcServerTransport]:
-    kit = load_kit(kits / SERVER)
-    transport = GrpcServerTransport(
-        "127.0.0.1:0", "exp", credential_checker(kit), tls_of(kit), heartbeat_s=0.5, stall_timeout_s=5
-    )
-    yield transport
-    transport.close()
 
 
 def settings(kits: Path, name: str, port: int, tls_from: Path | None = None, **kw: object) -> SiloSettings:

@@ -13,31 +13,13 @@ import numpy as np
 import pytest
 
 from fedsilo.arrays import from_bytes, to_bytes
-from fedsilo.experiment.config import load_config
-from fedsilo.experiment.provision import SERVER, load_kit, provision
+from fedsilo.experiment.provision import load_kit
 from fedsilo.messages import FitIns, FitRes
-from fedsilo.runtime.deploy import credential_checker, tls_of
+from fedsilo.runtime.deploy import tls_of
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
 from fedsilo.transport.grpc.server import GrpcServerTransport, wait_until
 from fedsilo.transport.grpc.wire import CHANNEL_OPTIONS, CHUNK_BYTES, CREDENTIAL_KEY, SILO_KEY, channel_credentials
-
-
-@pytest.fixture
-def kits(make_experiment, tmp_path: Path) -> Path:
-    config, _ = load_config(make_experiment())
-    provision(config, tmp_path / "kits", "127.0.0.1:1")
-    return tmp_path / "kits"
-
-
-@pytest.fixture
-def server(kits: Path) -> Iterator[GrpcServerTransport]:
-    kit = load_kit(kits / SERVER)
-    transport = GrpcServerTransport(
-        "127.0.0.1:0", "exp", credential_checker(kit), tls_of(kit), heartbeat_s=0.5, stall_timeout_s=2
-    )
-    yield transport
-    transport.close()
 
 
 class Silo:

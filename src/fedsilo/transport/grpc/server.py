@@ -1,9 +1,8 @@
-"""The orchestrator's side: a gRPC service that silos connect to, and the Transport the round loop drives.
+"""The orchestrator's side: the Transport the round loop drives, serving the gRPC service silos connect to.
 
-Identity is checked on every call: in TLS mode the silo is the common name of the certificate it
-presented (signed by the experiment's CA, or the handshake already failed), and its credential
-must match; a silo can only touch its own tasks. Everything a silo sends is bounded: messages
-by gRPC's size limit, an upload by the model's size, JSON by ``MAX_JSON_BYTES``.
+The global model is serialized once per round and every selected silo downloads the same bytes;
+replies are yielded as they arrive, and a silo that disconnects or stays silent past the deadline
+becomes a Failure (a transfer still making progress is not cut off).
 """
 
 from __future__ import annotations
@@ -11,232 +10,25 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
-from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
-from fedsilo.arrays import ArrayDict, from_bytes, to_bytes
+from fedsilo.arrays import ArrayDict, to_bytes
 from fedsilo.errors import ConnectionFailed
-from fedsilo.messages import Config, EvaluateIns, EvaluateRes, Failure, FitIns, FitRes, clean_metrics
+from fedsilo.messages import Config, EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
 from fedsilo.transport.grpc.hub import Hub, Notify, Reply, Task
-from fedsilo.transport.grpc.wire import (
-    CHUNK_BYTES,
-    CREDENTIAL_KEY,
-    MAX_JSON_BYTES,
-    PROTOCOL,
-    SERVER_OPTIONS,
-    SILO_KEY,
-    Tls,
-    server_credentials,
-)
+from fedsilo.transport.grpc.servicer import CheckCredential, Servicer
+from fedsilo.transport.grpc.wire import SERVER_OPTIONS, Tls, server_credentials
 
-CheckCredential = Callable[[str, str], bool]  # (silo, credential) -> accepted
 UPLOAD_ALLOWANCE = 256 * 1024  # an update's header may differ a little from the global model's
-TRANSFERS_PER_SILO = 2  # concurrent downloads + uploads one silo may hold open (each holds a server thread)
 
-
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    context.abort(code, message)
-    raise AssertionError("unreachable")  # context.abort raises
-
-
-class Servicer(pb_grpc.OrchestratorServicer):
-    def __init__(
-        self, hub: Hub, experiment: str, check: CheckCredential, task_sha256: str, heartbeat_s: float, tls: bool
-    ) -> None:
-        self.hub = hub
-        self.experiment = experiment
-        self.check = check
-        self.task_sha256 = task_sha256
-        self.heartbeat_s = heartbeat_s
-        self.tls = tls
-        self._transfers: Counter[str] = Counter()
-        self._transfers_lock = threading.Lock()
-
-    @contextmanager
-    def _transfer_slot(self, context: grpc.ServicerContext, silo: str) -> Iterator[None]:
-        """At most ``TRANSFERS_PER_SILO`` open transfers per silo, so that one silo cannot take every server thread."""
-        with self._transfers_lock:
-            if self._transfers[silo] >= TRANSFERS_PER_SILO:
-                busy = True
-            else:
-                busy = False
-                self._transfers[silo] += 1
-        if busy:
-            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, f"silo '{silo}' already has transfers in progress")
-        try:
-            yield
-        finally:
-            with self._transfers_lock:
-                self._transfers[silo] -= 1
-
-    def identify(self, context: grpc.ServicerContext) -> str:
-        metadata = dict(context.invocation_metadata())
-        if self.tls:
-            names = context.auth_context().get("x509_common_name") or []
-            if not names:
-                _abort(context, grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
-            silo = names[0].decode()
-        else:
-            silo = str(metadata.get(SILO_KEY, ""))
-        if not self.check(silo, str(metadata.get(CREDENTIAL_KEY, ""))):
-            _abort(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"silo '{silo}' is not part of experiment '{self.experiment}' or its credential is wrong",
-            )
-        return silo
-
-    def _task(self, context: grpc.ServicerContext, silo: str, task_id: str) -> Task:
-        found = self.hub.task_for(silo, task_id)
-        if isinstance(found, str):
-            _abort(
-                context, grpc.StatusCode.PERMISSION_DENIED if "another" in found else grpc.StatusCode.NOT_FOUND, found
-            )
-        return found
-
-    def Session(self, request: pb.Hello, context: grpc.ServicerContext) -> Iterator[pb.Event]:  # noqa: N802
-        silo = self.identify(context)
-        if request.protocol != PROTOCOL:
-            _abort(
-                context, grpc.StatusCode.FAILED_PRECONDITION, f"protocol {request.protocol}, server speaks {PROTOCOL}"
-            )
-        if self.task_sha256 and request.task_sha256 != self.task_sha256:
-            _abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "this silo's task module differs from the server's (sha256 mismatch): use the task.py of this kit",
-            )
-        session = self.hub.open_session(silo, context.peer())
-        context.add_callback(session.ended.set)
-        try:
-            yield pb.Event(
-                welcome=pb.Welcome(
-                    experiment=self.experiment,
-                    heartbeat_s=self.heartbeat_s,
-                    server_time=time.time(),
-                    chunk_bytes=CHUNK_BYTES,
-                )
-            )
-            while not session.ended.is_set():
-                try:
-                    event = session.events.get(timeout=self.heartbeat_s)
-                except queue.Empty:
-                    event = pb.Event(ping=pb.Ping(server_time=time.time()))
-                if event is None:
-                    return  # a newer session of this silo replaced this one
-                assert isinstance(event, pb.Event)
-                yield event
-                if event.HasField("done"):
-                    return
-        finally:
-            self.hub.close_session(session)
-
-    def Download(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:  # noqa: N802
-        silo = self.identify(context)
-        data = self.hub.model_for(silo, request.model_id)
-        if data is None:
-            _abort(context, grpc.StatusCode.NOT_FOUND, "no open task of this silo uses that model (round over?)")
-        if request.offset > len(data):
-            _abort(context, grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} beyond {len(data)} bytes")
-        view = memoryview(data)
-        with self._transfer_slot(context, silo):
-            for start in range(request.offset, len(data), CHUNK_BYTES):
-                yield pb.Chunk(data=bytes(view[start : start + CHUNK_BYTES]))
-
-    def Upload(self, request_iterator: Iterator[pb.UploadPart], context: grpc.ServicerContext) -> pb.UploadAck:  # noqa: N802
-        silo = self.identify(context)
-        with self._transfer_slot(context, silo):
-            return self._upload(silo, request_iterator, context)
-
-    def _upload(
-        self, silo: str, request_iterator: Iterator[pb.UploadPart], context: grpc.ServicerContext
-    ) -> pb.UploadAck:
-        first = next(request_iterator, None)
-        if first is None or not first.HasField("header"):
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "an upload starts with its header")
-        head = first.header
-        task = self._task(context, silo, head.task_id)
-        if task.kind != "fit":
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "only a fit task uploads parameters")
-        if head.total_bytes > task.max_upload:
-            _abort(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"update of {head.total_bytes} bytes is over this round's limit of {task.max_upload}",
-            )
-        up = self.hub.upload_for(task, head.total_bytes, head.sha256)
-        if not up.lock.acquire(blocking=False):
-            _abort(context, grpc.StatusCode.ABORTED, "another upload of this task is in progress")
-        try:
-            if head.offset != up.received:
-                return pb.UploadAck(received=up.received, complete=False)  # resume from what we hold
-            max_parts = up.total // 1024 + 64  # no flood of tiny messages
-            for parts, part in enumerate(request_iterator):
-                if task.finished:
-                    _abort(context, grpc.StatusCode.NOT_FOUND, "the round is over")
-                n = len(part.data)
-                if not part.HasField("data") or parts > max_parts or up.received + n > up.total:
-                    _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "upload parts exceed the declared size")
-                up.buf[up.received : up.received + n] = part.data
-                up.hasher.update(part.data)
-                up.received += n
-                task.last_progress = time.monotonic()
-            if up.received == up.total and not up.complete:
-                self.hub.upload_for(task, 0, "")  # throw the corrupt bytes away; the silo sends again
-                _abort(context, grpc.StatusCode.DATA_LOSS, "upload checksum mismatch")
-            return pb.UploadAck(received=up.received, complete=up.complete)
-        finally:
-            up.lock.release()
-
-    def UploadStatus(self, request: pb.TaskRef, context: grpc.ServicerContext) -> pb.UploadAck:  # noqa: N802
-        task = self._task(context, self.identify(context), request.task_id)
-        up = task.upload
-        return pb.UploadAck(received=up.received if up else 0, complete=bool(up and up.complete))
-
-    def Submit(self, request: pb.Result, context: grpc.ServicerContext) -> pb.SubmitAck:  # noqa: N802
-        silo = self.identify(context)
-        task = self._task(context, silo, request.task_id)
-        if len(request.metrics_json) > MAX_JSON_BYTES or len(request.failure) > MAX_JSON_BYTES:
-            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "metrics or failure text too large")
-        reply: Reply
-        if request.failure:
-            reply = Failure(silo, " ".join(request.failure.split())[:1000])
-        else:
-            try:
-                metrics = clean_metrics(json.loads(request.metrics_json or "{}"))
-            except (json.JSONDecodeError, AttributeError):
-                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "metrics_json is not a JSON object")
-            if task.kind == "evaluate":
-                reply = EvaluateRes(silo, float(request.loss), int(request.num_examples), metrics)
-            else:
-                up = task.upload
-                if up is None or not up.complete:
-                    return pb.SubmitAck(accepted=False, reason="upload the parameters first")
-                reply = _fit_result(silo, bytes(up.buf), int(request.num_examples), metrics)
-        self.hub.finish(task, reply)
-        return pb.SubmitAck(accepted=True)
-
-    def Probe(self, request: pb.ProbeRequest, context: grpc.ServicerContext) -> pb.ProbeReply:  # noqa: N802
-        return pb.ProbeReply(
-            experiment=self.experiment, server_time=time.time(), peer=self.identify(context), protocol=PROTOCOL
-        )
-
-
-def _fit_result(silo: str, data: bytes, num_examples: int, metrics: dict[str, float]) -> FitRes | Failure:
-    try:
-        params = from_bytes(data)
-    except Exception as exc:  # bytes from another trust domain: anything may be wrong with them
-        return Failure(silo, f"update is not valid safetensors ({type(exc).__name__})", "rejected")
-    return FitRes(silo, params, num_examples, metrics)
+__all__ = ["CheckCredential", "GrpcServerTransport", "wait_until"]
 
 
 class GrpcServerTransport:
