@@ -16,9 +16,9 @@ from fedsilo.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
 from fedsilo.runtime.deploy import tls_of
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
-from fedsilo.transport.grpc.server import wait_until
+from fedsilo.transport.grpc.server import GrpcServerTransport, wait_until
 from fedsilo.transport.grpc.silo import SiloRunner, SiloSettings
-from fedsilo.transport.grpc.wire import CHANNEL_OPTIONS, CREDENTIAL_KEY, SILO_KEY, channel_credentials
+from fedsilo.transport.grpc.wire import CHANNEL_OPTIONS, CREDENTIAL_KEY, SILO_KEY, Tls, channel_credentials
 
 PARAMS = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2, dtype=np.float32)}
 
@@ -139,3 +139,28 @@ def test_a_valid_silo_cannot_act_for_another(kits: Path, server) -> None:
     channel.close()
     server.close()
     b_thread[0].join(10)
+
+
+def test_a_silo_refuses_a_server_whose_certificate_another_ca_signed(
+    kits: Path, make_experiment, tmp_path: Path
+) -> None:
+    config, _ = load_config(make_experiment(folder="rogue"))
+    provision(config, tmp_path / "rogue_kits", "127.0.0.1:1")
+    rogue = load_kit(tmp_path / "rogue_kits" / "server")
+    real_ca = load_kit(kits / "a").ca_pem
+    # the impostor trusts the real CA (it accepts the silo) and would accept any credential; its own
+    # certificate comes from another CA, so only the silo's check of the server's certificate stops it
+    impostor = GrpcServerTransport(
+        "127.0.0.1:0",
+        "exp",
+        lambda silo, credential: True,
+        Tls(real_ca, rogue.cert_pem, rogue.key_pem),
+        heartbeat_s=0.5,
+    )
+    try:
+        thread, outcome = start_silo(AddOne("a", 1), settings(kits, "a", impostor.port))
+        thread.join(15)
+        assert isinstance(outcome[0], ConnectionFailed)
+        assert not impostor.hub.has_seen("a")
+    finally:
+        impostor.close()
