@@ -266,3 +266,30 @@ def test_the_yaml_source_is_kept_verbatim(cli, make_experiment, run_folder) -> N
     run = run_folder(path.parent / "runs")
     assert (run / "experiment.yaml").read_text() == text
     assert yaml.safe_load(text)["name"] == "exp"
+
+
+def test_allowed_failed_rounds_keep_the_last_good_model_and_the_run_goes_on(
+    cli, make_experiment, run_folder, metrics_of
+) -> None:
+    path = make_experiment(rounds=3, extra={"strategy": {"min_fit_clients": 3}, "server": {"failed_rounds_allowed": 2}})
+    (path.parent / "data" / "c" / "NAN").write_text("")  # c's update is rejected every round: every round fails
+    result = cli("run", path, "--quiet")
+    assert result.exit_code == 7  # a third failure in a row is one more than allowed
+    run = run_folder(path.parent / "runs")
+    failed = [r for r in metrics_of(run) if r["scope"] == "server" and "failure" in r]
+    assert [r["round"] for r in failed] == [1, 2]
+    assert "round 1 failed; keeping the last good model" in " ".join(result.stderr.split())
+    after_1 = load_file(run / "checkpoints" / "round_0001.safetensors")
+    after_2 = load_file(run / "checkpoints" / "round_0002.safetensors")
+    for name in after_1:
+        np.testing.assert_array_equal(after_1[name], after_2[name])  # round 2 failed too: the model did not move
+
+
+def test_a_silo_failing_once_costs_one_round_when_failures_are_allowed(cli, make_experiment, run_folder) -> None:
+    path = make_experiment(rounds=3, extra={"strategy": {"min_fit_clients": 3}, "server": {"failed_rounds_allowed": 1}})
+    (path.parent / "data" / "c" / "NAN_ONCE").write_text("")
+    result = cli("run", path, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((run_folder(path.parent / "runs") / "summary.json").read_text())
+    assert summary["failed_rounds"] == [1] and summary["rounds"] == 3
+    assert summary["final"] is not None

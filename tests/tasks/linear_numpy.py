@@ -7,6 +7,7 @@ failure paths with real components (read at call time, so a test can add or remo
 - ``DIE_ONCE``: delete it, then end the whole process at once (a worker dying mid-round)
 - ``RAISE``: raise a RuntimeError
 - ``NAN``: return a model with NaN weights
+- ``NAN_ONCE``: delete it, then return a model with NaN weights (only the first fit)
 - ``BAD_SHAPE``: return weights of the wrong shape
 """
 
@@ -67,6 +68,9 @@ def _misbehave(folder: Path | None) -> str | None:
         os._exit(17)
     if (folder / "RAISE").exists():
         raise RuntimeError(f"training crashed in {folder.name}")
+    if (folder / "NAN_ONCE").exists():
+        (folder / "NAN_ONCE").unlink()
+        return "NAN"
     for marker in ("NAN", "BAD_SHAPE"):
         if (folder / marker).exists():
             return marker

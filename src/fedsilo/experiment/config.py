@@ -65,6 +65,12 @@ class ServerConfig(_Strict):
         60.0, gt=0, description="A transfer with no progress for this long is given up (a slow one is not)."
     )
     heartbeat_s: float = Field(5.0, gt=0, description="How often the server pings each connected silo.")
+    failed_rounds_allowed: int = Field(
+        0,
+        ge=0,
+        description="Rounds in a row that may fail (too few updates) before the run stops; "
+        "a failed round keeps the last good model and the run goes on.",
+    )
 
     @field_validator("address")
     @classmethod

@@ -184,6 +184,7 @@ def run_experiment(
                 config.fit_config(),
                 config.server.round_timeout_s,
                 wait_timeout=config.server.wait_timeout_s,
+                failed_rounds_allowed=config.server.failed_rounds_allowed,
             ),
             central_evaluate=(lambda p: _loss_metrics(evaluator, p)) if evaluator else None,
             observers=[run, *observers, *([tracker] if tracker else [])],
@@ -263,16 +264,18 @@ def summarize(
 ) -> dict[str, Any]:
     rows = run.metrics()
     last = max((r["round"] for r in rows), default=0)
+    # the final model is the last one evaluated (a failed last round kept the model before it)
+    evaluated = max((r["round"] for r in rows if r.get("phase") == "evaluate"), default=0)
 
     def final(scope: str) -> dict[str, Any] | None:
-        found = [r for r in rows if r["scope"] == scope and r["round"] == last and r.get("phase") == "evaluate"]
+        found = [r for r in rows if r["scope"] == scope and r["round"] == evaluated and r.get("phase") == "evaluate"]
         return {k: v for k, v in found[-1].items() if k not in ("scope", "silo", "phase", "time")} if found else None
 
     drop = ("round", "scope", "silo", "phase", "time")
     per_silo = {
         r["silo"]: {k: v for k, v in r.items() if k not in drop}
         for r in rows
-        if r["scope"] == "silo" and r["round"] == last and r.get("phase") == "evaluate" and "failure" not in r
+        if r["scope"] == "silo" and r["round"] == evaluated and r.get("phase") == "evaluate" and "failure" not in r
     }
     failures = [r for r in rows if "failure" in r]
     summary: dict[str, Any] = {
@@ -284,6 +287,7 @@ def summarize(
         "federated": final("federated"),
         "per_silo": dict(sorted(per_silo.items())),
         "failures": len(failures),
+        "failed_rounds": sorted({r["round"] for r in failures if r["scope"] == "server"}),
         "duration_s": round(duration, 2),
         "run_dir": str(run.path),
     }

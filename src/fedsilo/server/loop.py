@@ -52,6 +52,7 @@ class LoopSettings:
     round_timeout: float = 600.0
     wait_timeout: float = 60.0
     max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES
+    failed_rounds_allowed: int = 0  # consecutive failed rounds that keep the last good model and go on
 
 
 Checkpointer = Callable[[int, ArrayDict, StrategyState], object]
@@ -86,9 +87,25 @@ class ServerLoop:
             row = self.evaluate_central(0, params)
             for obs in self.observers:
                 obs.on_round_end(0, [row] if row else [])
+        failed_in_a_row = 0
         for rnd in range(start_round, self.settings.rounds + 1):
-            params, state = self.run_round(rnd, params, state)
+            try:
+                params, state = self.run_round(rnd, params, state)
+                failed_in_a_row = 0
+            except RoundFailed as exc:
+                failed_in_a_row += 1
+                if failed_in_a_row > self.settings.failed_rounds_allowed:
+                    raise
+                self._skip_failed_round(rnd, params, state, exc)
         return params, state
+
+    def _skip_failed_round(self, rnd: int, params: ArrayDict, state: StrategyState, exc: RoundFailed) -> None:
+        """Keep the last good model and go on: a silo that reconnects takes part in the next round."""
+        row = self._emit({"round": rnd, "scope": "server", "silo": None, "phase": "fit", "failure": exc.message})
+        if self.checkpoint is not None:
+            self.checkpoint(rnd, params, state)
+        for obs in self.observers:
+            obs.on_round_end(rnd, [row])
 
     def run_round(self, rnd: int, params: ArrayDict, state: StrategyState) -> tuple[ArrayDict, StrategyState]:
         sampling = self.strategy.sampling

@@ -45,6 +45,12 @@ class ConsoleProgress:
 
     def on_round_end(self, round: int, rows: Sequence[Mapping[str, Any]]) -> None:
         keys = ["loss", "accuracy", "balanced_accuracy"]
+        failed = [row for row in rows if row.get("scope") == "server" and "failure" in row]
+        if failed:
+            self.console.print(
+                f"  [red]round {round} failed; keeping the last good model[/red] {escape(str(failed[0]['failure']))}"
+            )
+            return
         parts = []
         for row in rows:
             if row.get("scope") == "server":
