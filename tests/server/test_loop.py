@@ -17,7 +17,7 @@ from fedsilo.client.base import TrainSettings, silo_seed
 from fedsilo.client.numpy import NumpyClient
 from fedsilo.errors import RoundFailed
 from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
-from fedsilo.server.loop import LoopSettings, ServerLoop, federated_summary
+from fedsilo.server.loop import LoopSettings, ServerLoop, describe_failures, federated_summary
 from fedsilo.server.registry import FIT, round_rng, sample_silos
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.strategy.base import Sampling, StrategyState
@@ -365,3 +365,9 @@ def test_a_silos_metrics_cannot_overwrite_the_rows_identity() -> None:
         assert row["num_examples"] == 3
     (evaluation,) = [r for r in silo_rows if r["phase"] == "evaluate"]
     assert evaluation["loss"] == 0.25
+
+
+def test_many_failures_with_one_cause_make_one_short_line() -> None:
+    failures = [Failure(f"s{i}", "RuntimeError: dtype") for i in range(100)] + [Failure("x", "timeout!", "timeout")]
+    assert describe_failures(failures) == "s0, s1, s2 and 97 more: RuntimeError: dtype; x: timeout!"
+    assert describe_failures([]) == "no replies"

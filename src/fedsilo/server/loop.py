@@ -139,7 +139,7 @@ class ServerLoop:
                 failures.append(reply)
 
         if aggregation.count < max(sampling.min_fit_clients, 1):
-            detail = "; ".join(f"{f.silo}: {f.reason}" for f in failures) or "no replies"
+            detail = describe_failures(failures)
             raise RoundFailed(
                 f"round {rnd}: {aggregation.count} of {len(selected)} silos returned a usable update, "
                 f"min_fit_clients={sampling.min_fit_clients} ({detail})",
@@ -189,6 +189,21 @@ class ServerLoop:
                 )
             )
         return rows
+
+
+def describe_failures(failures: Sequence[Failure], names_per_reason: int = 3) -> str:
+    """The round's failures grouped by reason, a few silo names each: one readable line even for 1000 silos."""
+    if not failures:
+        return "no replies"
+    by_reason: dict[str, list[str]] = {}
+    for f in failures:
+        by_reason.setdefault(f.reason, []).append(f.silo)
+    parts = []
+    for reason, silos in by_reason.items():
+        names = ", ".join(silos[:names_per_reason])
+        more = f" and {len(silos) - names_per_reason} more" if len(silos) > names_per_reason else ""
+        parts.append(f"{names}{more}: {reason}")
+    return "; ".join(parts)
 
 
 def federated_summary(results: Sequence[EvaluateRes]) -> dict[str, Any]:
