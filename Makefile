@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint browser bench proto clean
+.PHONY: install demo test lint browser bench bench-env proto clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,17 @@ browser:
 
 test: lint browser
 	$(BIN)/pytest
+
+# The peer framework for side-by-side benchmarks, in its own environment (never mixed with fedsilo's).
+bench-env: .bench/flower/.installed
+
+.bench/flower/.installed:
+	$(PY) -m venv .bench/flower
+	.bench/flower/bin/python -m pip install -q --upgrade pip
+	# flwr 1.42 needs a certifi newer than the package index here has; 1.41 is the newest that installs
+	.bench/flower/bin/python -m pip install -q -c constraints.txt torch "flwr[simulation]<1.42"
+	.bench/flower/bin/python -m pip install -q -e .
+	touch $@
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py

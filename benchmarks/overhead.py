@@ -9,6 +9,8 @@ the global model each round on the official test split and on every silo's test 
 
 - ``plain``: one Python process, default torch threading, tensors batched by index (no DataLoader).
 - ``fedsilo``: ``run_experiment`` on a generated experiment YAML, default runtime (worker pool).
+- ``flower`` (with ``--peer flower``): the same work in Flower's simulation engine
+  (``flower_peer.py``, run by the Python of ``.bench/flower``, which ``make bench-env`` creates).
 
 Each side runs in its own subprocess, alternating, ``--repeats`` times; wall time is the whole
 subprocess as a user experiences it (interpreter start, imports, data loading, training, exit). Peak
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TASK = ROOT / "examples" / "pneumonia" / "task.py"
 LR, MOMENTUM, BATCH = 0.05, 0.9, 32
 TARGET = 1.15
+FLOWER_PYTHON = ROOT / ".bench" / "flower" / "bin" / "python"
 
 
 def prepare(data: Path, silos: int) -> list[str]:
@@ -142,8 +145,12 @@ def tree_pss_mb(pid: int) -> float:
 def measure(system: str, data: Path, silos: int, rounds: int) -> dict[str, object]:
     """Run one side in a fresh subprocess; wall time and peak memory of its whole process tree."""
     result = data.parent / f"{system}.json"
+    result.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--child", system, "--data", str(data), "--result", str(result),
            "--silos", str(silos), "--rounds", str(rounds)]
+    if system == "flower":
+        cmd = [str(FLOWER_PYTHON), str(Path(__file__).with_name("flower_peer.py")), "--data", str(data),
+               "--result", str(result), "--silos", str(silos), "--rounds", str(rounds)]
     peak = 0.0
     start = time.perf_counter()
     # Timed to the main process's exit, as a shell's `time` sees it (a helper process may still be
@@ -186,6 +193,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json-only", action="store_true")
+    parser.add_argument("--peer", choices=["flower"], help="also run the peer framework (see make bench-env)")
     parser.add_argument("--child", choices=["plain", "fedsilo"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -197,17 +205,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         prepare(data, args.silos)
-        rows: dict[str, list[dict[str, object]]] = {"plain": [], "fedsilo": []}
+        systems = ["plain", "fedsilo"] + ([args.peer] if args.peer else [])
+        if args.peer and not FLOWER_PYTHON.exists():
+            raise SystemExit(f"{FLOWER_PYTHON} not found: run `make bench-env` first")
+        rows: dict[str, list[dict[str, object]]] = {s: [] for s in systems}
         for _ in range(args.repeats):
-            for system in ("plain", "fedsilo"):  # alternate, so drift on a noisy machine hits both
+            for system in systems:  # alternate, so drift on a noisy machine hits every system
                 row = measure(system, data, args.silos, args.rounds)
                 rows[system].append(row)
                 print(json.dumps(row), flush=True)
 
     med = {s: statistics.median(float(r["wall_s"]) for r in rs) for s, rs in rows.items()}  # type: ignore[arg-type]
     ratio = med["fedsilo"] / med["plain"]
-    print(json.dumps({"bench": "overhead", "silos": args.silos, "rounds": args.rounds, "median_wall_s": med,
-                      "ratio": round(ratio, 3), "target": TARGET, "met": ratio <= TARGET}))
+    summary = {"bench": "overhead", "silos": args.silos, "rounds": args.rounds, "median_wall_s": med,
+               "ratio": round(ratio, 3), "target": TARGET, "met": ratio <= TARGET}
+    if args.peer:
+        summary[f"{args.peer}_over_fedsilo"] = round(med[args.peer] / med["fedsilo"], 3)
+    print(json.dumps(summary))
     if not args.json_only:
         print(f"\n{args.silos} silos, {args.rounds} rounds, example CNN, {args.repeats} alternating runs each")
         print(f"{'system':<10}{'median wall s':>15}  {'runs (s)':<40}{'peak PSS MB':>12}{'accuracy':>10}")
@@ -216,6 +230,8 @@ def main() -> None:
             peak = max(float(r["peak_pss_mb"]) for r in rs)  # type: ignore[arg-type]
             print(f"{system:<10}{med[system]:>15.2f}  {runs:<40}{peak:>12.0f}{rs[-1]['final_accuracy']:>10}")
         print(f"ratio fedsilo / plain: {ratio:.3f} (target <= {TARGET}: {'met' if ratio <= TARGET else 'MISSED'})")
+        if args.peer:
+            print(f"{args.peer} / fedsilo: {med[args.peer] / med['fedsilo']:.2f}x the wall time")
 
 
 if __name__ == "__main__":
