@@ -205,3 +205,37 @@ def test_weighted_sum_errors() -> None:
     acc.add({"w": np.ones(1)}, 0)
     with pytest.raises(ValueError, match="no weighted updates"):
         acc.mean({"w": np.zeros(1)})
+
+
+def test_views_of_reads_safetensors_bytes_without_copying() -> None:
+    from fedsilo.arrays import views_of
+
+    arrays = {"z": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.array([1, -2], np.int64), "s": np.float64(3)}
+    arrays["s"] = np.asarray(arrays["s"])
+    buffer = bytearray(to_bytes(arrays))
+    views = views_of(buffer)
+    assert list(views) == ["z", "a", "s"]  # the writer's order, not safetensors' sorted one
+    for name, value in arrays.items():
+        np.testing.assert_array_equal(views[name], value)
+        assert views[name].dtype == value.dtype and views[name].shape == value.shape
+    views["z"][0, 0] = 42.0  # the views are the buffer's memory, not a copy of it
+    assert views_of(buffer)["z"][0, 0] == 42.0
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda b: b[:4],  # too short
+        lambda b: (10**9).to_bytes(8, "little") + b[8:],  # header longer than the buffer
+        lambda b: b[:-4],  # data cut short: offsets point past the end
+        lambda b: b[:8] + b"x" + b[9:],  # header is not JSON
+        lambda b: b.replace(b'"F32"', b'"X32"'),  # unknown dtype
+        lambda b: b.replace(b"[2,3]", b"[3,3]"),  # shape does not match the bytes
+    ],
+)
+def test_views_of_refuses_damaged_bytes(corrupt) -> None:
+    from fedsilo.arrays import views_of
+
+    data = to_bytes({"w": np.zeros((2, 3), np.float32)})
+    with pytest.raises(ValueError):
+        views_of(corrupt(data))

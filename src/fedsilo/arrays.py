@@ -56,6 +56,49 @@ def from_bytes(data: bytes) -> ArrayDict:
     return _ordered(st.load(data), _bytes_header_metadata(data))
 
 
+_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
+    "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
+}  # fmt: skip
+_MAX_HEADER = 100 * 1024 * 1024  # the limit safetensors itself applies
+
+
+def views_of(buffer: bytes | bytearray | memoryview) -> ArrayDict:
+    """Zero-copy arrays over safetensors bytes (a received update is not copied to be read).
+
+    The header is checked as untrusted input: sizes, dtypes, and that every array lies inside the
+    buffer with exactly the bytes its shape needs. Raises ValueError naming what is wrong.
+    """
+    view = memoryview(buffer).cast("B")
+    if len(view) < 8:
+        raise ValueError("not safetensors: shorter than its header length")
+    size = int.from_bytes(view[:8], "little")
+    if size > min(_MAX_HEADER, len(view) - 8):
+        raise ValueError(f"not safetensors: header of {size} bytes in a buffer of {len(view)}")
+    try:
+        header = json.loads(bytes(view[8 : 8 + size]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not safetensors: unreadable header ({exc})") from None
+    if not isinstance(header, dict):
+        raise ValueError("not safetensors: the header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    data = view[8 + size :]
+    arrays: ArrayDict = {}
+    for name, entry in header.items():
+        try:
+            dtype = np.dtype(_DTYPES[entry["dtype"]])
+            shape = tuple(int(d) for d in entry["shape"])
+            begin, end = (int(o) for o in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"array {name!r}: unsupported or malformed header entry {entry!r}") from None
+        count = int(np.prod(shape, dtype=np.int64))
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= len(data) or end - begin != count * dtype.itemsize:
+            raise ValueError(f"array {name!r}: offsets {begin}..{end} do not hold {shape} of {dtype}")
+        arrays[name] = np.frombuffer(data, dtype=dtype, count=count, offset=begin).reshape(shape)
+    return _ordered(arrays, metadata if isinstance(metadata, dict) else {})
+
+
 def save_file(arrays: Mapping[str, np.ndarray], path: Path, metadata: Mapping[str, str] | None = None) -> None:
     """Write arrays to ``path`` atomically, so that a crash never leaves half a checkpoint."""
     path = Path(path)

@@ -20,7 +20,7 @@ from typing import NoReturn
 
 import grpc
 
-from fedsilo.arrays import from_bytes
+from fedsilo.arrays import views_of
 from fedsilo.messages import EvaluateRes, Failure, FitRes, clean_metrics
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
@@ -209,7 +209,7 @@ class Servicer(pb_grpc.OrchestratorServicer):
                 up = task.upload
                 if up is None or not up.complete:
                     return pb.SubmitAck(accepted=False, reason="upload the parameters first")
-                reply = _fit_result(silo, bytes(up.buf), int(request.num_examples), metrics)
+                reply = _fit_result(silo, up.buf, int(request.num_examples), metrics)
         self.hub.finish(task, reply)
         return pb.SubmitAck(accepted=True)
 
@@ -219,9 +219,10 @@ class Servicer(pb_grpc.OrchestratorServicer):
         )
 
 
-def _fit_result(silo: str, data: bytes, num_examples: int, metrics: dict[str, float]) -> FitRes | Failure:
+def _fit_result(silo: str, data: bytearray, num_examples: int, metrics: dict[str, float]) -> FitRes | Failure:
+    """The update as arrays viewing the received bytes (no copy); they keep the buffer alive."""
     try:
-        params = from_bytes(data)
-    except Exception as exc:  # bytes from another trust domain: anything may be wrong with them
-        return Failure(silo, f"update is not valid safetensors ({type(exc).__name__})", "rejected")
+        params = views_of(data)
+    except ValueError as exc:  # bytes from another trust domain: anything may be wrong with them
+        return Failure(silo, f"update is not valid safetensors: {exc}", "rejected")
     return FitRes(silo, params, num_examples, metrics)

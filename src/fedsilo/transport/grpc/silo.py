@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from fedsilo.arrays import from_bytes, to_bytes
+from fedsilo.arrays import to_bytes, views_of
 from fedsilo.errors import ConnectionFailed
 from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 from fedsilo.transport.base import SiloEndpoint
@@ -171,7 +171,7 @@ class SiloRunner:
     # --- one task ------------------------------------------------------------------------
     def _handle(self, task: pb.Task) -> None:
         try:
-            params = from_bytes(self._download(task))
+            params = views_of(self._download(task))
             config = json.loads(task.config_json)
             if task.kind == "fit":
                 reply: Any = self.endpoint.fit(FitIns(task.round, params, config))
@@ -218,9 +218,11 @@ class SiloRunner:
                 raise TaskGone(f"{what} made no progress for {self.settings.stall_timeout_s:.0f}s")
             time.sleep(0.5)
 
-    def _download(self, task: pb.Task) -> bytes:
+    def _download(self, task: pb.Task) -> bytearray:
+        """The task's model bytes, hashed as they arrive (resumed downloads continue the same hash)."""
         buf = bytearray(task.model_bytes)
         got = [0]
+        hasher = hashlib.sha256()
 
         def step() -> bool:
             call = self._stub.Download(
@@ -233,6 +235,7 @@ class SiloRunner:
                     if got[0] + n > len(buf):
                         raise TaskGone("the server sent more model bytes than announced")
                     buf[got[0] : got[0] + n] = chunk.data
+                    hasher.update(chunk.data)
                     got[0] += n
                     dog.touch()
             finally:
@@ -240,10 +243,9 @@ class SiloRunner:
             return got[0] == len(buf)
 
         self._retry("download", step, lambda: got[0])
-        data = bytes(buf)
-        if hashlib.sha256(data).hexdigest() != task.model_sha256:
+        if hasher.hexdigest() != task.model_sha256:
             raise TaskGone("the downloaded model's checksum does not match")
-        return data
+        return buf
 
     def _upload(self, task: pb.Task, data: bytes) -> None:
         if len(data) > task.max_upload_bytes:
