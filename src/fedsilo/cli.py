@@ -94,11 +94,14 @@ def run(
     quiet: Annotated[bool, typer.Option(help="Print round lines and failures only, not a line per silo.")] = False,
     runtime: Annotated[
         str | None,
-        typer.Option(help="simulation (worker pool) or processes (one process per silo, gRPC + mTLS on 127.0.0.1)."),
+        typer.Option(
+            help="simulation (worker pool), processes (one process per silo, gRPC + mTLS on 127.0.0.1) "
+            "or ray (the worker pool on a Ray cluster)."
+        ),
     ] = None,
 ) -> None:
     """Run an experiment (in simulation by default); writes a run folder with metrics, checkpoints and the model."""
-    from fedsilo.experiment.config import RuntimeConfig, load_config
+    from fedsilo.experiment.config import load_config
     from fedsilo.runtime.runner import load_run_config, prepare_data, run_experiment
     from fedsilo.tracking.console import ConsoleProgress
 
@@ -120,9 +123,9 @@ def run(
             if report is not None:
                 print_split(report)
         if runtime is not None:
-            if runtime not in ("simulation", "processes"):
-                raise ConfigError(f"unknown runtime {runtime!r}", "use --runtime simulation or --runtime processes")
-            config = config.model_copy(update={"runtime": RuntimeConfig(kind=runtime, workers=config.runtime.workers)})
+            if runtime not in ("simulation", "processes", "ray"):
+                raise ConfigError(f"unknown runtime {runtime!r}", "use --runtime simulation, processes or ray")
+            config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"kind": runtime})})
         progress = ConsoleProgress(config.rounds, err, verbose=not quiet)
         if config.runtime.kind == "processes":
             from fedsilo.runtime.processes import run_processes

@@ -148,8 +148,11 @@ def test_server_silo_and_doctor_commands_run_a_deployment(cli, make_experiment, 
     )
     silos = []
     try:
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60  # the server process needs a moment to start listening
         up = cli("doctor", "--kit", tmp_path / "kits" / "a", *flag)
+        while up.exit_code != 0 and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(0.5)
+            up = cli("doctor", "--kit", tmp_path / "kits" / "a", *flag)
         assert up.exit_code == 0, up.stdout
         assert "sees 'a'" in up.stdout and "ok   clock" in up.stdout
         for name in ("a", "b", "c"):

@@ -82,9 +82,13 @@ class ServerConfig(_Strict):
 
 
 class RuntimeConfig(_Strict):
-    kind: Literal["simulation", "processes"] = Field(
+    kind: Literal["simulation", "processes", "ray"] = Field(
         "simulation",
-        description="simulation: silos in a worker pool; processes: one OS process per silo over gRPC + mTLS.",
+        description="simulation: silos in a worker pool; processes: one OS process per silo over gRPC + mTLS; "
+        "ray: the worker pool as actors on a Ray cluster.",
+    )
+    address: str | None = Field(
+        None, description="With kind ray: 'auto' (or HOST:PORT) joins a running cluster; unset starts a local one."
     )
     workers: int | Literal["auto"] = "auto"
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedsilo.arrays import ArrayDict, Layout
 from fedsilo.client.base import Client
@@ -24,6 +24,9 @@ from fedsilo.experiment.plan import build_plan, make_strategy
 from fedsilo.experiment.task import Task
 from fedsilo.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
 from fedsilo.runtime.simulation import POOLED, WorkerPool
+
+if TYPE_CHECKING:
+    from fedsilo.runtime.ray import RayTransport
 from fedsilo.server.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from fedsilo.server.loop import LoopSettings, Observer, ServerLoop
 from fedsilo.silo.agent import SiloAgent
@@ -68,13 +71,20 @@ def worker_count(config: ExperimentConfig, silos: int) -> int:
     return int(config.runtime.workers)
 
 
-def start_pool(config: ExperimentConfig, with_pooled: bool) -> WorkerPool | None:
-    """Start the simulation's worker processes now; they load the task while the server sets up."""
+def start_pool(config: ExperimentConfig, with_pooled: bool) -> WorkerPool | RayTransport | None:
+    """Start the simulation's workers (processes, or Ray actors) now: they load the task while the server sets up."""
     folders: dict[str, Sequence[Path]] = {s.name: [s.data] for s in config.silos}
-    workers = worker_count(config, len(folders))
-    if workers == 0:
-        return None
-    pool = WorkerPool(config.task, folders, None, config.seed, workers, config.train.device)
+    pool: WorkerPool | RayTransport
+    if config.runtime.kind == "ray":
+        from fedsilo.runtime.ray import RayTransport
+
+        r = config.runtime
+        pool = RayTransport(config.task, folders, config.seed, r.workers, config.train.device, r.address)
+    else:
+        workers = worker_count(config, len(folders))
+        if workers == 0:
+            return None
+        pool = WorkerPool(config.task, folders, None, config.seed, workers, config.train.device)
     if with_pooled:
         pool.add_pooled_silo()
     return pool
@@ -169,9 +179,9 @@ def run_experiment(
         evaluator = central_evaluator(config, task)
         if transport_factory is not None:
             transport = transport_factory(run)
-        elif pool is not None:
+        elif isinstance(pool, WorkerPool):
             pool.attach(Layout.of(initial))
-        else:
+        elif pool is None:
             transport = in_process_transport(config, task, baselines)
         assert transport is not None
         checkpoints = run.checkpoints
