@@ -44,13 +44,14 @@ from fedsilo.errors import DataError, TaskError
 from fedsilo.messages import Config, clean_metrics
 
 _EPS = 1e-15
+Classes = Sequence[Any] | np.ndarray | None  # every label of the federation; None for regressors
 
 
 def _is_sgd(est: Any) -> bool:
     return hasattr(est, "partial_fit") and "coef_init" in inspect.signature(est.fit).parameters
 
 
-def check_estimator(est: Any, classes: Sequence[Any] | None) -> None:
+def check_estimator(est: Any, classes: Classes) -> None:
     """A TaskError unless ``est`` is a linear model this client can federate."""
     name = type(est).__name__
     if not hasattr(est, "fit") or not hasattr(est, "predict") or "fit_intercept" not in est.get_params():
@@ -67,7 +68,7 @@ def check_estimator(est: Any, classes: Sequence[Any] | None) -> None:
         raise TaskError(f"{name}(average=...) is not supported", "leave `average` at its default (False)")
 
 
-def initial_parameters(est: Any, n_features: int, classes: Sequence[Any] | None) -> ArrayDict:
+def initial_parameters(est: Any, n_features: int, classes: Classes) -> ArrayDict:
     """The all-zero model of ``est``'s shape: where the federation starts, without any data."""
     check_estimator(est, classes)
     k = len(classes) if is_classifier(est) and classes is not None and len(classes) > 2 else 1
@@ -84,7 +85,7 @@ def get_parameters(est: Any) -> ArrayDict:
     return {"coef": coef, "intercept": np.broadcast_to(intercept, (coef.shape[0],)).copy()}
 
 
-def set_parameters(est: Any, params: ArrayDict, classes: Sequence[Any] | None) -> None:
+def set_parameters(est: Any, params: ArrayDict, classes: Classes) -> None:
     """Install named arrays into ``est`` so it predicts (and warm-starts) from them."""
     coef = np.array(params["coef"], dtype=np.float64, copy=True)
     intercept = np.array(params["intercept"], dtype=np.float64, copy=True).reshape(-1)
@@ -127,7 +128,7 @@ def train_estimator(
     x: np.ndarray,
     y: np.ndarray,
     settings: TrainSettings,
-    classes: Sequence[Any] | None,
+    classes: Classes,
 ) -> Any:
     """A clone of ``template`` trained from ``params`` on (x, y) for ``settings.epochs`` (see module doc)."""
     est = clone(template)
@@ -182,7 +183,7 @@ class SklearnClient:
         train_data: Callable[[], Any],
         test_data: Callable[[], Any],
         n_features: int,
-        classes: Sequence[Any] | None = None,
+        classes: Classes = None,
     ) -> None:
         check_estimator(estimator, classes)
         self.template = estimator

@@ -8,8 +8,8 @@ checksum, so a run never trains on a truncated or substituted file. Downloading 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import http.client
+import importlib.util
 import os
 import tempfile
 import urllib.error
