@@ -214,3 +214,17 @@ def test_other_tasks_do_not_import_sklearn() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(out.stdout) is False
+
+
+def test_binary_probabilities_give_roc_auc_when_metrics_take_scores() -> None:
+    import inspect
+
+    from fedsilo.client.metrics import classification_metrics
+
+    if "scores" not in inspect.signature(classification_metrics).parameters:
+        pytest.skip("classification_metrics takes no scores on this branch (ROC AUC comes with it)")
+    x, y = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]), np.array([0, 1, 0, 1])
+    client = client_for(LogisticRegression(), (x, y))
+    _, _, metrics = client.evaluate({"coef": np.array([[1.0, 0.0]]), "intercept": np.array([-1.5])}, {})
+    # P(1) rises with x1, so the ranking is 0 < 1 < 0 < 1: 3 of the 4 positive-negative pairs are right.
+    assert metrics["roc_auc"] == pytest.approx(3 / 4)

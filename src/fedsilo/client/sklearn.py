@@ -45,6 +45,9 @@ from fedsilo.messages import Config, clean_metrics
 
 _EPS = 1e-15
 Classes = Sequence[Any] | np.ndarray | None  # every label of the federation; None for regressors
+# The `scores` argument (ROC AUC) of classification_metrics came in on another branch at the same
+# time as this client; once both are merged this check can go and scores be passed directly.
+_HAS_SCORES = "scores" in inspect.signature(classification_metrics).parameters
 
 
 def _is_sgd(est: Any) -> bool:
@@ -163,13 +166,16 @@ def evaluate_estimator(est: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, d
     if not is_classifier(est):
         err = np.asarray(pred, dtype=np.float64).reshape(-1) - y.astype(np.float64)
         return float(np.mean(err**2)), {"mae": float(np.mean(np.abs(err)))}
-    # classification_metrics may take a third `scores` argument (ROC AUC) on another branch;
-    # when it does, pass the positive-class probabilities `proba[:, 1]` for binary tasks here.
-    metrics = classification_metrics(y, pred)
     try:
         proba = est.predict_proba(x)
     except AttributeError:  # e.g. SGDClassifier(loss="hinge") has no probabilities
+        metrics = classification_metrics(y, pred)
         return 1.0 - metrics.get("accuracy", 0.0), metrics
+    binary01 = np.array_equal(est.classes_, [0, 1])
+    if _HAS_SCORES and binary01:  # ROC AUC from the positive-class probability
+        metrics = classification_metrics(y, pred, scores=proba[:, 1])  # type: ignore[call-arg,unused-ignore]
+    else:
+        metrics = classification_metrics(y, pred)
     picked = proba[np.arange(len(y)), np.searchsorted(est.classes_, y)]
     return float(-np.mean(np.log(np.clip(picked, _EPS, 1.0)))), metrics
 
