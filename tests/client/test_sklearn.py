@@ -228,3 +228,17 @@ def test_binary_probabilities_give_roc_auc_when_metrics_take_scores() -> None:
     _, _, metrics = client.evaluate({"coef": np.array([[1.0, 0.0]]), "intercept": np.array([-1.5])}, {})
     # P(1) rises with x1, so the ranking is 0 < 1 < 0 < 1: 3 of the 4 positive-negative pairs are right.
     assert metrics["roc_auc"] == pytest.approx(3 / 4)
+
+
+def test_classes_are_kept_sorted_and_must_not_repeat() -> None:
+    x, y = blobs(60, seed=7, classes=3)
+    labels = np.array(["a", "b", "c"])[y]
+    client = client_for(SGDClassifier(), (x, labels), classes=("c", "a", "b"))
+    new, _, _ = client.fit(client.get_parameters(), {"epochs": 2})
+    assert client.model(new).classes_.tolist() == ["a", "b", "c"]
+    _, _, metrics = client.evaluate(new, {})
+    assert metrics["accuracy"] > 0.5
+    with pytest.raises(TaskError, match="repeats a label"):
+        client_for(SGDClassifier(), (x, labels), classes=("a", "b", "a"))
+    with pytest.raises(TaskError, match="must be a list of labels"):
+        SklearnClient(SGDClassifier(), lambda: (x, labels), lambda: (x, labels), 2, 3)  # type: ignore[arg-type]

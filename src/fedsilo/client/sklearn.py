@@ -54,6 +54,19 @@ def _is_sgd(est: Any) -> bool:
     return hasattr(est, "partial_fit") and "coef_init" in inspect.signature(est.fit).parameters
 
 
+def class_list(classes: Classes) -> np.ndarray | None:
+    """The task's CLASSES as scikit-learn keeps them (sorted); a TaskError if a label repeats."""
+    if classes is None:
+        return None
+    if isinstance(classes, str | bytes) or not hasattr(classes, "__len__"):
+        raise TaskError(f"CLASSES must be a list of labels, got {classes!r}", "write e.g. `CLASSES = [0, 1]`")
+    given = np.asarray(classes)
+    ordered = np.unique(given)
+    if ordered.size != given.size:
+        raise TaskError(f"CLASSES repeats a label: {given.tolist()}", "list each label once")
+    return ordered
+
+
 def check_estimator(est: Any, classes: Classes) -> None:
     """A TaskError unless ``est`` is a linear model this client can federate."""
     name = type(est).__name__
@@ -62,6 +75,7 @@ def check_estimator(est: Any, classes: Classes) -> None:
             f"{name} is not a linear scikit-learn model",
             "return a linear model from model(), e.g. LogisticRegression, SGDClassifier or Ridge",
         )
+    classes = class_list(classes)
     if is_classifier(est) and (classes is None or len(classes) < 2):
         raise TaskError(
             f"the task's {name} needs CLASSES: every label of the federation",
@@ -74,6 +88,7 @@ def check_estimator(est: Any, classes: Classes) -> None:
 def initial_parameters(est: Any, n_features: int, classes: Classes) -> ArrayDict:
     """The all-zero model of ``est``'s shape: where the federation starts, without any data."""
     check_estimator(est, classes)
+    classes = class_list(classes)
     k = len(classes) if is_classifier(est) and classes is not None and len(classes) > 2 else 1
     return {"coef": np.zeros((k, int(n_features))), "intercept": np.zeros(k)}
 
@@ -194,7 +209,7 @@ class SklearnClient:
         check_estimator(estimator, classes)
         self.template = estimator
         self.n_features = int(n_features)
-        self.classes = None if classes is None else np.asarray(classes)
+        self.classes = class_list(classes)
         self._params = initial_parameters(estimator, self.n_features, classes)
         self._train_fn, self._test_fn = train_data, test_data
         self._train: tuple[np.ndarray, np.ndarray] | None = None

@@ -136,7 +136,7 @@ class Task:
             return sklearn_client.initial_parameters(model, *self.sklearn_shape())
         return {k: np.asarray(v) for k, v in model.items()}
 
-    def sklearn_shape(self) -> tuple[int, list[Any] | None]:
+    def sklearn_shape(self) -> tuple[int, Any]:
         """``(N_FEATURES, CLASSES)`` of a scikit-learn task: the model's shape before any data."""
         n = getattr(self.module, "N_FEATURES", None)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -144,8 +144,7 @@ class Task:
                 f"scikit-learn task {self.path} needs N_FEATURES, its number of input columns (got {n!r})",
                 "add e.g. `N_FEATURES = 30` to the task module",
             )
-        classes = getattr(self.module, "CLASSES", None)
-        return n, None if classes is None else list(classes)
+        return n, getattr(self.module, "CLASSES", None)  # checked by the client
 
     def load_data(self, folders: Sequence[Path], split: str) -> Any:
         fn = getattr(self.module, "load_data", None) or load_split
