@@ -162,6 +162,8 @@ def test_problems_are_one_line_errors_with_a_fix() -> None:
     data = blobs(20, seed=6)
     with pytest.raises(TaskError, match="CLASSES"):
         SklearnClient(LogisticRegression(), lambda: data, lambda: data, 2, None)
+    with pytest.raises(TaskError, match="liblinear"):
+        SklearnClient(LogisticRegression(solver="liblinear"), lambda: data, lambda: data, 2, [0, 1])
     with pytest.raises(TaskError, match="not a linear"):
         SklearnClient(DecisionTreeClassifier(), lambda: data, lambda: data, 2, [0, 1])
     with pytest.raises(DataError, match="3 features but the task's N_FEATURES is 2"):

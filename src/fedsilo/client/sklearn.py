@@ -81,6 +81,11 @@ def check_estimator(est: Any, classes: Classes) -> None:
             f"the task's {name} needs CLASSES: every label of the federation",
             "add e.g. `CLASSES = [0, 1]` to the task module",
         )
+    if est.get_params().get("solver") == "liblinear":
+        raise TaskError(
+            f"{name}(solver='liblinear') cannot start from the global model (no warm start)",
+            "use the default solver (lbfgs), or newton-cg, sag or saga",
+        )
     if est.get_params().get("average"):
         raise TaskError(f"{name}(average=...) is not supported", "leave `average` at its default (False)")
 
@@ -155,7 +160,6 @@ def train_estimator(
         est.set_params(random_state=settings.seed)
     if _is_sgd(est):
         set_parameters(est, params, classes)
-        est.set_params(shuffle=True)
         fit_classes = {"classes": np.asarray(classes)} if is_classifier(est) else {}
         for _ in range(settings.epochs):
             est.partial_fit(x, y, **fit_classes)
