@@ -11,7 +11,7 @@ from pathlib import Path
 
 import fedsilo
 
-HEAVY = ("torch", "grpc", "ray", "mlflow")
+HEAVY = ("torch", "sklearn", "grpc", "ray", "mlflow")
 
 
 def fresh_python(code: str) -> str:

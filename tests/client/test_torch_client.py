@@ -135,6 +135,9 @@ def test_regression_outputs_have_no_classification_metrics() -> None:
     loss, n, metrics = c.evaluate({"weight": np.ones((1, 1), np.float32), "bias": np.zeros(1, np.float32)}, {})
     assert metrics == {} and n == 3
     assert loss == pytest.approx((0.25 + 0.25 + 4.0) / 3)
+    zero_one = np.array([[0.0], [1.0], [1.0]], dtype=np.float32)  # regression targets that happen to be 0 or 1
+    c = TorchClient(nn.Linear(1, 1), lambda: (x, zero_one), lambda: (x, zero_one), loss=nn.MSELoss(), device="cpu")
+    assert c.evaluate({"weight": np.ones((1, 1), np.float32), "bias": np.zeros(1, np.float32)}, {})[2] == {}
 
 
 def test_unknown_optimizer_is_an_error() -> None:

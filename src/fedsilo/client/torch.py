@@ -159,22 +159,24 @@ def evaluate_model(
         outputs.append(out.cpu())
         labels.append(yb.cpu())
     n = sum(len(y) for y in labels)
-    metrics = output_metrics(torch.cat(outputs), torch.cat(labels)) if labels else {}
+    binary_logit = isinstance(loss_fn, nn.BCEWithLogitsLoss)
+    metrics = output_metrics(torch.cat(outputs), torch.cat(labels), binary_logit) if labels else {}
     return total / max(n, 1), metrics
 
 
-def output_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+def output_metrics(logits: torch.Tensor, y: torch.Tensor, binary_logit: bool = False) -> dict[str, float]:
     """Classification metrics when the outputs are class logits, else none (e.g. regression).
 
-    Two logits with integer labels, or one logit with 0/1 labels (``BCEWithLogitsLoss``), is a
-    binary task: the positive-class probability (softmax column 1, or the sigmoid) also gives
-    ROC AUC. More logits: accuracy and balanced accuracy only.
+    Two logits with integer labels, or one logit with 0/1 labels trained with ``BCEWithLogitsLoss``
+    (``binary_logit``), is a binary task: the positive-class probability (softmax column 1, or the
+    sigmoid) also gives ROC AUC. More logits: accuracy and balanced accuracy only. A one-output
+    regression whose targets happen to be 0 or 1 is not mistaken for classification.
     """
     if not torch.is_floating_point(y) and logits.ndim == 2 and logits.shape[1] > 1:
         scores = torch.softmax(logits.double(), dim=1)[:, 1].numpy() if logits.shape[1] == 2 else None
         return classification_metrics(y.numpy(), logits.argmax(dim=1).numpy(), scores)
     single = logits.ndim == 1 or (logits.ndim == 2 and logits.shape[1] == 1)
-    if single and y.numel() == logits.numel() and bool(((y == 0) | (y == 1)).all()):
+    if binary_logit and single and y.numel() == logits.numel() and bool(((y == 0) | (y == 1)).all()):
         z = logits.reshape(-1).double()
         labels = y.reshape(-1).long().numpy()
         return classification_metrics(labels, (z > 0).long().numpy(), torch.sigmoid(z).numpy())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib.util
 import os
 import tempfile
 import urllib.error
@@ -47,6 +48,16 @@ class DatasetInfo:
     alt_sha256: tuple[str, ...] = ()
     homepage: str = ""
     note: str = ""
+    bundled_in: str = ""  # "package/sub/folder" of an installed package that ships the file
+
+    def bundled_dirs(self) -> list[Path]:
+        """Where an installed package ships this file; the package is located, never imported."""
+        if not self.bundled_in:
+            return []
+        package, _, sub = self.bundled_in.partition("/")
+        spec = importlib.util.find_spec(package)
+        roots = list(spec.submodule_search_locations or []) if spec is not None else []
+        return [Path(root) / sub for root in roots]
 
     def __post_init__(self) -> None:
         if not (self.md5 or self.sha256):
@@ -111,6 +122,19 @@ _KNOWN = (
         licence="CC BY-NC 4.0 (non-commercial)",
         citation="P. Tschandl, C. Rosendahl, H. Kittler, Scientific Data 5, 180161 (2018)",
         homepage="https://doi.org/10.7910/DVN/DBW86T",
+    ),
+    DatasetInfo(
+        name="breast_cancer_wisconsin",
+        filename="breast_cancer.csv",
+        url=None,  # never downloaded: scikit-learn ships it (569 tumours, 30 features, 0 malignant / 1 benign)
+        md5=None,
+        sha256="fed3eb72d0575ef6192293f5093c6e801b1476b577d0386bf4455504522172ed",  # scikit-learn 1.9.1's copy
+        bundled_in="sklearn/datasets/data",
+        note="the copy scikit-learn ships; install fedsilo[sklearn] to have it",
+        licence="CC BY 4.0",
+        citation="W. H. Wolberg, W. N. Street, O. L. Mangasarian, Breast Cancer Wisconsin (Diagnostic), "
+        "UCI Machine Learning Repository (1995)",
+        homepage="https://archive.ics.uci.edu/dataset/17/breast+cancer+wisconsin+diagnostic",
     ),
 )
 DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info in _KNOWN})
@@ -272,7 +296,7 @@ def find_dataset(
     those dirs, ``$FEDSILO_DATA_DIR`` and ``~/.cache/fedsilo/datasets``.
     """
     info = dataset_info(name)
-    searched = [Path(d) for d in data_dirs] if data_dirs is not None else _search_dirs()
+    searched = [Path(d) for d in data_dirs] if data_dirs is not None else _search_dirs() + info.bundled_dirs()
     for folder in searched:
         if (folder / info.filename).is_file():
             verify(folder / info.filename, info)
@@ -288,6 +312,9 @@ def find_dataset(
             )
         return _download(info, target, url=url)
     where = f"get it from {info.homepage} and put" if info.url is None else "put"
+    if info.bundled_in:
+        package = info.bundled_in.split("/")[0]
+        where = f"install {package} (pip install 'fedsilo[{package}]'), which ships it, or put"
     fetch = "" if info.url is None else ", or pass --download"
     checksum = f"md5 {info.md5}" if info.md5 else f"sha256 {info.sha256}"
     raise DatasetNotFound(
@@ -308,8 +335,29 @@ def _labels_1d(y: np.ndarray, where: str) -> np.ndarray:
     return y.reshape(-1).astype(np.int64)
 
 
+def _load_sklearn_csv(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """scikit-learn's bundled CSV layout: a ``n_samples,n_features,class names...`` line, then
+    one row of features and an integer label per sample. All of it is the ``train`` split."""
+    try:
+        with open(path) as f:
+            head = f.readline().strip().split(",")
+            n, d = int(head[0]), int(head[1])
+            rows = np.loadtxt(f, delimiter=",", ndmin=2)
+    except (OSError, ValueError, IndexError) as exc:
+        raise DataError(
+            f"cannot read {path} as a scikit-learn data CSV: {exc}",
+            fix="use the file scikit-learn ships, or an .npz with train/test arrays",
+        ) from exc
+    if rows.shape != (n, d + 1):
+        raise DataError(f"{path}: header says {n} x {d + 1} values, found {rows.shape}", fix="restore the file")
+    return {"train": (rows[:, :d], _labels_1d(rows[:, d].astype(np.int64), str(path)))}
+
+
 def load_arrays(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Map split name to ``(x, y)`` from an .npz in MedMNIST or Keras layout (y 1-D int64)."""
+    """Map split name to ``(x, y)`` from an .npz in MedMNIST or Keras layout (y 1-D int64), or
+    from a CSV in scikit-learn's bundled-data layout."""
+    if Path(path).suffix == ".csv":
+        return _load_sklearn_csv(Path(path))
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)

@@ -2,15 +2,20 @@
 
 A task module defines:
 
-- ``model()`` (required): a ``torch.nn.Module`` for PyTorch tasks, or a dict of numpy arrays
-  (the initial parameters) for NumPy tasks. It may take one argument, a seeded numpy Generator.
+- ``model()`` (required): a ``torch.nn.Module`` for PyTorch tasks, a dict of numpy arrays
+  (the initial parameters) for NumPy tasks, or a scikit-learn linear model (e.g.
+  ``LogisticRegression()``). It may take one argument, a seeded numpy Generator.
+- ``N_FEATURES`` and, for classifiers, ``CLASSES`` (scikit-learn tasks): the number of input
+  columns and every label of the federation, so the server can build the initial (all-zero)
+  model without data, since an unfitted estimator has no parameters yet.
 - ``load_data(folder, split)`` (optional): the data of one silo's folder for ``split`` ("train"
   or "test"), as ``(x, y)`` arrays or a torch Dataset. The default reads ``<folder>/<split>.npz``
   as written by ``fedsilo data split``.
 - ``loss()`` (optional, PyTorch): the training loss module; cross-entropy by default.
 - ``train(params, data, settings, rng)`` and ``evaluate(params, data)`` (required for NumPy tasks).
 
-The framework is told by what ``model()`` returns; torch is imported only if the task imports it.
+The framework is told by what ``model()`` returns; torch and scikit-learn are imported only if the
+task imports them.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from fedsilo.client.numpy import NumpyClient
 from fedsilo.data.loaders import load_split
 from fedsilo.errors import DataError, TaskError
 
-TORCH, NUMPY = "torch", "numpy"
+TORCH, NUMPY, SKLEARN = "torch", "numpy", "sklearn"
 
 
 def import_task_module(path: Path) -> ModuleType:
@@ -101,12 +106,14 @@ class Task:
         if self.framework_of(model) is None:
             raise TaskError(
                 f"model() in {self.path} returned {type(model).__name__}",
-                "return a torch.nn.Module, or a dict of name -> numpy array",
+                "return a torch.nn.Module, a scikit-learn linear model, or a dict of name -> numpy array",
             )
         return model
 
     @staticmethod
     def framework_of(model: Any) -> str | None:
+        if hasattr(model, "fit") and any(c.__module__.split(".")[0] == "sklearn" for c in type(model).__mro__):
+            return SKLEARN  # told by class, so sklearn is not imported for other tasks
         if hasattr(model, "state_dict") and hasattr(model, "parameters"):
             return TORCH
         if isinstance(model, dict) and model and all(isinstance(v, np.ndarray) for v in model.values()):
@@ -121,7 +128,23 @@ class Task:
             from fedsilo.client.torch import get_parameters
 
             return get_parameters(model)
+        if self.framework_of(model) == SKLEARN:
+            from fedsilo.client import sklearn as sklearn_client
+
+            if hasattr(model, "coef_"):  # already fitted: start the federation from it
+                return sklearn_client.get_parameters(model)
+            return sklearn_client.initial_parameters(model, *self.sklearn_shape())
         return {k: np.asarray(v) for k, v in model.items()}
+
+    def sklearn_shape(self) -> tuple[int, Any]:
+        """``(N_FEATURES, CLASSES)`` of a scikit-learn task: the model's shape before any data."""
+        n = getattr(self.module, "N_FEATURES", None)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise TaskError(
+                f"scikit-learn task {self.path} needs N_FEATURES, its number of input columns (got {n!r})",
+                "add e.g. `N_FEATURES = 30` to the task module",
+            )
+        return n, getattr(self.module, "CLASSES", None)  # checked by the client
 
     def load_data(self, folders: Sequence[Path], split: str) -> Any:
         fn = getattr(self.module, "load_data", None) or load_split
@@ -154,6 +177,10 @@ class Task:
 
             loss = self.module.loss() if callable(getattr(self.module, "loss", None)) else None
             return TorchClient(model, train, test, loss=loss, device=device)
+        if self.framework_of(model) == SKLEARN:
+            from fedsilo.client.sklearn import SklearnClient
+
+            return SklearnClient(model, train, test, *self.sklearn_shape())
         for fn in ("train", "evaluate"):
             if not callable(getattr(self.module, fn, None)):
                 raise TaskError(
