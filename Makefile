@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[torch,deploy,dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[torch,deploy,dev,dp]"
 	touch $(STAMP)
 
 install: $(STAMP)
