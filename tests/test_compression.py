@@ -101,6 +101,11 @@ def test_q8_error_is_at_most_one_step_and_constant_arrays_are_exact() -> None:
     assert decoded["e"].shape == (0,)
 
 
+def test_q8_refuses_a_range_float64_cannot_hold() -> None:
+    with pytest.raises(UpdateRejected, match="overflows float64"):
+        quantize_q8(np.array([-1e308, 1e308]), np.random.default_rng(0))
+
+
 def test_q8_same_seed_same_codes() -> None:
     arrays = small()
     one, two = encode_q8(arrays, np.random.default_rng(5)), encode_q8(arrays, np.random.default_rng(5))
@@ -139,6 +144,12 @@ def test_topk_keeps_the_largest_magnitudes_and_feeds_back_the_rest() -> None:
     assert encoded["w::topk"].tolist() == [0, 2]
     assert encoded["w"].tolist() == pytest.approx([0.25, 0.3])
     assert residual["w"].tolist() == pytest.approx([0.0, 0.0, 0.0, 0.0, -0.05])
+
+
+def test_topk_breaks_ties_towards_the_lowest_index() -> None:
+    encoded, residual = encode_topk({"w": np.array([1.0, -2.0, 2.0, 0.5, -2.0])}, 0.4)
+    assert encoded["w::topk"].tolist() == [1, 2]
+    assert residual["w"].tolist() == [1.0, 0.0, 0.0, 0.5, -2.0]
 
 
 def test_topk_with_error_feedback_loses_nothing_over_rounds() -> None:

@@ -43,6 +43,7 @@ SEP = "::"
 Q8, TOPK = "q8", "topk"
 LEVELS = 255  # 8-bit codes 0..255
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+CHUNK = 1 << 16  # elements quantized at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +90,38 @@ def quantize_q8(a: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
     With ``t = (x - low) / step``, the code is ``floor(t) + 1`` with probability ``t - floor(t)``
     and ``floor(t)`` otherwise, so ``E[low + code * step] = x``.
     """
-    x = np.asarray(a, np.float64)
+    x = np.asarray(a)
     low = float(x.min()) if x.size else 0.0
     high = float(x.max()) if x.size else 0.0
     step = (high - low) / LEVELS
-    if step == 0.0 or not math.isfinite(step):
+    if not math.isfinite(step):
+        raise UpdateRejected(f"cannot quantize: the range of values ({low:g} .. {high:g}) overflows float64")
+    if step == 0.0:
         return np.zeros(x.shape, np.uint8), np.array([low, 0.0])
-    t = (x - low) / step
-    floor = np.floor(t)
-    codes = floor + (rng.random(x.shape) < (t - floor))
-    return np.clip(codes, 0, LEVELS).astype(np.uint8), np.array([low, step])
+    flat = x.ravel()
+    codes = np.empty(flat.size, np.uint8)
+    for start in range(0, flat.size, CHUNK):  # chunks stay in cache: ~10x faster than whole-array temporaries
+        t = flat[start : start + CHUNK].astype(np.float64)
+        t -= low
+        t /= step
+        floor = np.floor(t)
+        t -= floor  # the fractional part: probability of rounding up
+        floor += rng.random(t.size) < t
+        np.clip(floor, 0, LEVELS, out=floor)
+        codes[start : start + CHUNK] = floor
+    return codes.reshape(x.shape), np.array([low, step])
+
+
+def dequantize_q8(codes: np.ndarray, low: float, step: float, dtype: np.dtype) -> np.ndarray:
+    """``low + code * step`` in float64, cast to ``dtype``, a chunk at a time."""
+    flat = codes.ravel()
+    out = np.empty(flat.size, dtype)
+    for start in range(0, flat.size, CHUNK):
+        values = flat[start : start + CHUNK].astype(np.float64)
+        values *= step
+        values += low
+        out[start : start + CHUNK] = values
+    return out.reshape(codes.shape)
 
 
 def encode_q8(arrays: Mapping[str, np.ndarray], rng: np.random.Generator) -> ArrayDict:
@@ -115,6 +138,20 @@ def encode_q8(arrays: Mapping[str, np.ndarray], rng: np.random.Generator) -> Arr
 
 def _index_dtype(size: int) -> type[np.unsignedinteger]:
     return np.uint32 if size <= np.iinfo(np.uint32).max else np.uint64
+
+
+def _largest(magnitudes: np.ndarray, keep: int) -> np.ndarray:
+    """Increasing indices of the ``keep`` largest values; ties go to the lowest indices (deterministic).
+
+    A partition of the values finds the threshold without the int64 index array argpartition
+    builds, about twice as fast on large arrays.
+    """
+    if keep == 0:
+        return np.arange(0)
+    threshold = np.partition(magnitudes, magnitudes.size - keep)[magnitudes.size - keep]
+    above = np.flatnonzero(magnitudes > threshold)
+    ties = np.flatnonzero(magnitudes == threshold)[: keep - above.size]
+    return np.sort(np.concatenate([above, ties]))
 
 
 def encode_topk(
@@ -144,12 +181,11 @@ def encode_topk(
         acc = a + residual[k] if residual is not None else a.copy()
         flat = acc.ravel()
         keep = min(flat.size, max(1, math.ceil(fraction * flat.size))) if flat.size else 0
-        idx = np.sort(np.argpartition(np.abs(flat), flat.size - keep)[flat.size - keep :]) if keep else np.arange(0)
+        idx = _largest(np.abs(flat), keep)
         values = flat[idx].astype(a.dtype)
         out[k], out[k + SEP + TOPK] = values, idx.astype(_index_dtype(flat.size))
-        left = flat.copy()
-        left[idx] -= values  # what the receiver will not have (zero where sent, up to rounding)
-        new_residual[k] = left.reshape(a.shape)
+        flat[idx] -= values  # acc is our own copy: it becomes what the receiver will not have
+        new_residual[k] = acc
     return out, new_residual
 
 
@@ -207,8 +243,7 @@ def _decode_one(name: str, encoded: Mapping[str, np.ndarray], s: ArraySpec) -> n
             raise ValueError(f"'{name}': q8 codes must be uint8 of shape {s.shape}, got {a.dtype} {a.shape}")
         if levels.shape != (2,) or not np.isfinite(levels).all() or levels[1] < 0:
             raise ValueError(f"'{name}': q8 levels must be finite [low, step >= 0]")
-        low, step = (float(v) for v in levels)
-        return np.asarray(low + a.astype(np.float64) * step).astype(dtype)
+        return dequantize_q8(a, float(levels[0]), float(levels[1]), dtype)
     if name + SEP + TOPK in encoded:
         idx = np.asarray(encoded[name + SEP + TOPK])
         if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1 or a.shape != idx.shape:
