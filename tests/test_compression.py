@@ -166,6 +166,18 @@ def test_topk_with_error_feedback_loses_nothing_over_rounds() -> None:
     assert np.allclose(sent + residual["w"], truth)
 
 
+def test_topk_handles_0d_and_non_contiguous_arrays() -> None:
+    update = {"s": np.array(2.5), "t": np.arange(12.0).reshape(3, 4).T}  # a transposed view
+    spec = spec_of({"s": update["s"], "t": np.ascontiguousarray(update["t"])})
+    encoded, residual = encode_topk(update, 0.25)
+    first = decode(encoded, spec)
+    assert first["s"].tolist() == 2.5 and residual["s"].shape == () and residual["s"].tolist() == 0.0
+    assert np.count_nonzero(first["t"]) == 3 and np.allclose(first["t"] + residual["t"], update["t"])
+    encoded, residual = encode_topk(update, 0.25, residual)
+    second = decode(encoded, spec)["t"]
+    assert np.allclose(first["t"] + second + residual["t"], 2 * update["t"])
+
+
 def test_topk_residual_must_match_the_update() -> None:
     with pytest.raises(ConfigError, match="residual does not match the update: v, w"):
         encode_topk({"w": np.ones(3)}, 0.5, {"v": np.ones(3)})

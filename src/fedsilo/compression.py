@@ -178,8 +178,9 @@ def encode_topk(
         if not _is_float(a):
             out[k] = a
             continue
-        acc = a + residual[k] if residual is not None else a.copy()
-        flat = acc.ravel()
+        # Our own C-ordered copy (0-d arrays too), so that ``flat`` below is a view into it.
+        acc = np.array(a, order="C") if residual is None else np.require(a + residual[k], requirements=["C", "W"])
+        flat = acc.reshape(-1)
         keep = min(flat.size, max(1, math.ceil(fraction * flat.size))) if flat.size else 0
         idx = _largest(np.abs(flat), keep)
         values = flat[idx].astype(a.dtype)
