@@ -56,6 +56,16 @@ def clipped_mean(grads: list[dict[str, np.ndarray]], max_norm: float) -> dict[st
 
 @pytest.mark.parametrize("max_norm", [0.05, 100.0])
 def test_step_is_the_mean_of_per_sample_clipped_gradients(max_norm: float) -> None:
+    check_step(max_norm, nn.CrossEntropyLoss(), 1.0)
+
+
+def test_a_summed_loss_steps_by_the_sum_of_clipped_gradients() -> None:
+    check_step(0.05, nn.CrossEntropyLoss(reduction="sum"), 6.0)
+    with pytest.raises(ConfigError, match="reduction 'mean' or 'sum', got 'none'"):
+        check_step(0.05, nn.CrossEntropyLoss(reduction="none"), 6.0)
+
+
+def check_step(max_norm: float, loss: nn.Module, scale: float) -> None:
     x, y = data(6, 1)
     model = linear()
     start = get_parameters(model)
@@ -68,11 +78,11 @@ def test_step_is_the_mean_of_per_sample_clipped_gradients(max_norm: float) -> No
         assert max(norms) < max_norm  # none is: the step equals plain SGD's mean gradient
 
     dp = LocalDP(noise_multiplier=0.0, max_grad_norm=max_norm, poisson_sampling=False)
-    result = train_epochs_private(model, (x, y), nn.CrossEntropyLoss(), one_full_batch(6), dp)
+    result = train_epochs_private(model, (x, y), loss, one_full_batch(6), dp)
     expected = clipped_mean(grads, max_norm)
     after = get_parameters(model)
     for name in ("weight", "bias"):
-        assert np.allclose(start[name] - after[name], expected[name], atol=1e-6)
+        assert np.allclose(start[name] - after[name], scale * expected[name], atol=1e-6)
     assert result.epsilon == math.inf  # no noise, no privacy
 
 

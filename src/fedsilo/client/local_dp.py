@@ -48,7 +48,11 @@ _EXPECTED_WARNINGS = ("Secure RNG turned off", "Full backward hook is firing")
 
 @dataclass(frozen=True, slots=True)
 class LocalDP:
-    """DP-SGD settings of one silo."""
+    """DP-SGD settings of one silo.
+
+    ``poisson_sampling=False`` keeps fixed-size shuffled batches; the accountant then still assumes
+    Poisson sampling at rate batch / records, an approximation (exact guarantees need True).
+    """
 
     noise_multiplier: float
     max_grad_norm: float
@@ -119,6 +123,9 @@ def train_epochs_private(
     if s.proximal_mu > 0:
         raise ConfigError("local DP-SGD cannot add FedProx's proximal term", "set proximal_mu to 0 or drop local DP")
     check_model(model)
+    reduction = getattr(loss_fn, "reduction", "mean")
+    if reduction not in ("mean", "sum"):
+        raise ConfigError(f"local DP-SGD needs a loss with reduction 'mean' or 'sum', got '{reduction}'")
     dataset = as_dataset(data)
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError("the silo has no training samples")
@@ -137,6 +144,7 @@ def train_epochs_private(
             noise_multiplier=dp.noise_multiplier,
             max_grad_norm=dp.max_grad_norm,
             poisson_sampling=dp.poisson_sampling,
+            loss_reduction=reduction,
             noise_generator=noise,
         )
         try:
