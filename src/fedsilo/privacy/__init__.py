@@ -1,0 +1,1 @@
+"""Privacy: secure aggregation, differential privacy and accounting."""
