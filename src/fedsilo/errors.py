@@ -82,3 +82,12 @@ class ConnectionFailed(FedsiloError):
     """A silo could not reach the server, or the server refused it (wrong CA, name, credential)."""
 
     exit_code = 10
+
+
+class SecAggError(FedsiloError):
+    """A secure-aggregation round cannot complete (too few silos left, inconsistent messages).
+
+    The round is abandoned as a whole: no partial sum is produced, so the global model is unchanged.
+    """
+
+    exit_code = 11
