@@ -15,7 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedsilo.errors import ConfigError
+from fedsilo.experiment.privacy_config import CompressionConfig, PrivacyConfig
 from fedsilo.experiment.strategy_config import FedAvgConfig, StrategyConfig, strategy_error
+
+#: Strategies that look at each update on its own, which secure aggregation does not allow.
+INDIVIDUAL_UPDATE_STRATEGIES = ("median", "trimmed_mean", "krum", "multi_krum")
 
 SILO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -143,6 +147,8 @@ class ExperimentConfig(_Strict):
     output: Path = Path("runs")
     prepare: PrepareConfig | None = None
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    compression: CompressionConfig = Field(default_factory=CompressionConfig)
 
     @model_validator(mode="after")
     def _unique_silos(self) -> ExperimentConfig:
@@ -150,6 +156,28 @@ class ExperimentConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"silo names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_fits_the_rest(self) -> ExperimentConfig:
+        if self.privacy.secure_aggregation is None:
+            return self
+        problems = []
+        if self.strategy.name in INDIVIDUAL_UPDATE_STRATEGIES:
+            problems.append(
+                f"strategy {self.strategy.name} needs every silo's own update, which secure aggregation hides "
+                "(use fedavg, fedprox, fedavgm, fedadam, fedyogi or fedadagrad)"
+            )
+        if self.compression.codec not in ("none",):
+            problems.append(
+                f"compression.codec={self.compression.codec} is not linear, so masked sums of it are meaningless "
+                "(set compression.codec: none, or ring_bits: 32 to halve the masked update)"
+            )
+        if len(self.silos) < 3:
+            n = len(self.silos)
+            problems.append(f"secure aggregation needs at least 3 silos (with {n}, each learns the others')")
+        if problems:
+            raise ValueError("privacy.secure_aggregation: " + "; ".join(problems))
         return self
 
     def fit_config(self) -> dict[str, Any]:
