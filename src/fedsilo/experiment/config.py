@@ -108,10 +108,13 @@ class PrepareConfig(_Strict):
     """How to make the silos' data folders from a dataset if they do not exist yet."""
 
     dataset: str
-    method: Literal["iid", "dirichlet", "group"] = "iid"
+    method: Literal["iid", "dirichlet", "group", "column"] = "iid"
     alpha: float = Field(0.5, gt=0)
     sizes: list[float] | None = None
     groups_key: str | None = None
+    column: str | None = Field(None, description="With method column: the column naming each row's silo (its site).")
+    label_column: str | None = Field(None, description="With method column: the label column, for class counts.")
+    image_size: int = Field(28, ge=4, le=600, description="With method column on an image release: pixels per side.")
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
     out: Path
