@@ -96,7 +96,7 @@ def test_a_short_run_on_a_slice_of_the_real_sites(cli, tmp_path: Path, run_folde
         writer.writeheader()
         writer.writerows(sliced)
     data = tmp_path / "data"
-    experiment = copy_example(tmp_path, "experiment.yaml", data, rounds=2, runtime={"workers": 2})
+    experiment = copy_example(tmp_path, "experiment.yaml", data, rounds=2, runtime={"workers": 0})
     spec = yaml.safe_load(experiment.read_text())
     spec["prepare"]["dataset"] = str(table)
     experiment.write_text(yaml.safe_dump(spec, sort_keys=False))
