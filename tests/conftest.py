@@ -147,7 +147,9 @@ HAM_HEADER = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localizat
 HAM_SITES = ("vidir_molemax", "vidir_modern", "rosendahl", "vienna_dias")
 HAM_DX = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 #: One solid colour per diagnosis in the generated images, so a test can tell which image is where.
-HAM_COLOURS = ((200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200), (200, 40, 200), (90, 90, 90))
+HAM_COLOURS = (
+    (200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200), (200, 40, 200), (90, 90, 90),
+)  # fmt: skip
 
 
 def ham10000_rows() -> list[dict[str, str]]:

@@ -165,7 +165,7 @@ def data_split(
     silos: Annotated[str, typer.Option(help="Comma-separated silo names, e.g. hospital_a,hospital_b.")],
     method: Annotated[
         str,
-        typer.Option(help="iid, dirichlet (label skew), group (by patient/group id) or column (a table's site column)."),
+        typer.Option(help="iid, dirichlet (label skew), group (by patient/group id) or column (a table's site)."),
     ] = "iid",
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration: small = strong label skew.")] = 0.5,
     sizes: Annotated[str | None, typer.Option(help="Relative silo sizes, e.g. 2,10,20.")] = None,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HAM_COLOURS, HAM_DX, HAM_SITES, ham10000_rows, write_ham10000_release
 
+from conftest import HAM_COLOURS, HAM_DX, HAM_SITES, ham10000_rows, write_ham10000_release
 from fedsilo.data.partition import by_value
 from fedsilo.data.split import format_report, split_dataset
 from fedsilo.errors import ConfigError, DataError
@@ -139,7 +139,8 @@ def test_real_metadata_by_site_keeps_every_lesion_in_one_silo_and_split(tmp_path
     totals = {s["name"]: s["train"] + s["test"] for s in report.silos}
     # the published site sizes, less the 8 images that joined their lesion's other two at vidir_modern
     # and plus 1 image of the one lesion split 1:1, which went to vidir_molemax (listed first)
-    assert totals == {"vidir_molemax": 3954 - 8 + 1, "vidir_modern": 3363 + 8 - 1, "rosendahl": 2259, "vienna_dias": 439}
+    expected = {"vidir_molemax": 3954 - 8 + 1, "vidir_modern": 3363 + 8 - 1, "rosendahl": 2259, "vienna_dias": 439}
+    assert totals == expected
     owner: dict[str, str] = {}
     for site in HAM_SITES:
         train = {r["lesion_id"] for r in read_rows(out / site / "train.csv")}

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import HAM_SITES, ham10000_rows, write_ham10000_release
 
+from conftest import HAM_SITES, ham10000_rows, write_ham10000_release
 from fedsilo.errors import DataError
 from fedsilo.experiment.config import load_config
 from fedsilo.experiment.task import Task

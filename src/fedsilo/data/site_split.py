@@ -94,7 +94,10 @@ def split_by_column(
     parts = partition.by_value(table.column(column), silos, groups)
     rng = np.random.default_rng(seed)
     try:
-        cuts = {name: partition.holdout(p, test_fraction, rng, labels, groups) for name, p in zip(silos, parts)}
+        cuts = {
+            name: partition.holdout(part, test_fraction, rng, labels, groups)
+            for name, part in zip(silos, parts, strict=True)
+        }
     except ValueError as exc:
         raise ConfigError(f"cannot hold out a test set: {exc}", fix="adjust test_fraction or the silos") from exc
     server = np.sort(np.concatenate([test for _, test in cuts.values()]))
@@ -124,7 +127,7 @@ def split_by_column(
     y_all = np.searchsorted(np.array(classes), labels).astype(np.int64)
 
     def write(folder: Path) -> None:
-        pieces = [(f"{n}/{s}", idx) for n, cut in cuts.items() for s, idx in zip(("train", "test"), cut)]
+        pieces = [(f"{n}/{s}", idx) for n, cut in cuts.items() for s, idx in zip(("train", "test"), cut, strict=True)]
         for name in [*cuts, "server"]:
             (folder / name).mkdir()
         for rel, idx in [*pieces, ("server/test", server)]:
