@@ -35,7 +35,7 @@ N_FEATURES = 2 + len(SEXES) + len(LOCALIZATIONS)
 
 
 def model() -> nn.Module:
-    """A small MLP (about 1.9k parameters): the metadata carry little signal, a bigger net overfits."""
+    """A small MLP (1,799 parameters): three metadata columns carry little signal, so a small net will do."""
     return nn.Sequential(nn.Linear(N_FEATURES, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, len(CLASSES)))
 
 

@@ -27,7 +27,7 @@ STD = np.array([0.14, 0.15, 0.17], dtype=np.float32)
 
 
 def model() -> nn.Module:
-    """Three conv blocks and a linear head (about 24k parameters): seconds per round on a CPU."""
+    """Three conv blocks and a linear head (24,039 parameters), small enough for a CPU."""
     return nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1),
         nn.ReLU(),
