@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[torch,deploy,ray,sklearn,dp,dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[torch,deploy,ray,sklearn,dp,images,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -154,15 +154,34 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, as `fedsi
 
 @data_app.command("split")
 def data_split(
-    source: Annotated[str, typer.Argument(help="A known dataset name (e.g. pneumoniamnist) or an .npz file.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A known dataset name (e.g. pneumoniamnist), an .npz file, or (--method column) a .csv "
+            "table or the HAM10000 image release folder."
+        ),
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write one sub-folder per silo into.")],
     silos: Annotated[str, typer.Option(help="Comma-separated silo names, e.g. hospital_a,hospital_b.")],
-    method: Annotated[str, typer.Option(help="iid, dirichlet (label skew) or group (by patient/group id).")] = "iid",
+    method: Annotated[
+        str,
+        typer.Option(help="iid, dirichlet (label skew), group (by patient/group id) or column (a table's site)."),
+    ] = "iid",
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration: small = strong label skew.")] = 0.5,
     sizes: Annotated[str | None, typer.Option(help="Relative silo sizes, e.g. 2,10,20.")] = None,
     groups_key: Annotated[
-        str | None, typer.Option(help="With --method group: the npz key suffix of group ids (train_<key>).")
+        str | None,
+        typer.Option(
+            help="With --method group: the npz key suffix of group ids (train_<key>); with column: the group column."
+        ),
     ] = None,
+    column: Annotated[str | None, typer.Option(help="With --method column: the column naming each row's silo.")] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="With --method column: the label column (dx for HAM10000).")
+    ] = None,
+    image_size: Annotated[
+        int, typer.Option(help="With --method column on an image release: pixels per side of the saved images.")
+    ] = 28,
     test_fraction: Annotated[
         float, typer.Option(help="Share of each silo's data held out as its local test set.")
     ] = 0.2,
@@ -191,6 +210,9 @@ def data_split(
             force=force,
             data_dirs=_search_dirs(data_dir),
             download=download,
+            column=column,
+            label_column=label_column,
+            image_size=image_size,
         )
         print_split(report)
 

@@ -100,6 +100,19 @@ _KNOWN = (
         homepage="https://zenodo.org/records/10519652",
     ),
     DatasetInfo(
+        name="dermamnist",
+        filename="dermamnist.npz",
+        url=_MEDMNIST.format("dermamnist"),
+        md5="0744692d530f8e62ec473284d019b0c7",  # medmnist 3.0.2, medmnist/info.py
+        sha256=None,
+        # Not shipped: 28x28 RGB HAM10000 images, 7007 / 1003 / 2005 (train / val / test), labels
+        # 0-6 = akiec, bcc, bkl, df, mel, nv, vasc. Its splits ignore lesion and site.
+        note="not shipped; split by image, not by lesion or site",
+        licence="CC BY-NC 4.0 (non-commercial)",
+        citation=_MEDMNIST_CITATION + "; P. Tschandl, C. Rosendahl, H. Kittler, Scientific Data 5, 180161 (2018)",
+        homepage="https://zenodo.org/records/10519652",
+    ),
+    DatasetInfo(
         name="mnist",
         filename="mnist.npz",
         url="https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",

@@ -9,6 +9,8 @@ one), so the same seed gives the same split everywhere. Every partition returns 
   non-identical data distribution for federated visual classification" (arXiv:1909.06335):
   each class is shared out with proportions drawn from Dir(alpha); small alpha, strong skew.
 - :func:`by_group`: whole groups (a patient, a lesion) per silo, so no group leaks across silos.
+- :func:`by_value`: natural silos: each sample goes to the silo named by one of its columns (the
+  hospital or site it came from); with ``groups``, a group seen at several sites goes wholly to one.
 - :func:`holdout`: a silo's own train/test cut, stratified by label or kept group-aware.
 """
 
@@ -145,6 +147,32 @@ def by_group(
         totals[silo] += counts[group]
     silo_of_sample = silo_of_group[inverse]
     return [np.flatnonzero(silo_of_sample == s).astype(np.int64) for s in range(num_silos)]
+
+
+def by_value(values: np.ndarray, names: Sequence[str], groups: np.ndarray | None = None) -> list[np.ndarray]:
+    """One index array per name in ``names``: the samples whose value is that name.
+
+    Samples whose value is not in ``names`` are left out. With ``groups`` every group goes wholly
+    to the listed site that holds most of its samples (a tie goes to the name listed first), so a
+    lesion photographed at two sites does not end up in two silos; a group with no sample at a
+    listed site is left out. No randomness: the assignment is the data's own.
+    """
+    values = _as_1d(values, "values").astype(str)
+    if len(set(names)) != len(names) or not names:
+        raise ValueError(f"names must be distinct and at least one, got {list(names)}")
+    lookup = {str(name): i for i, name in enumerate(names)}
+    silo_of_sample = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
+    if groups is not None:
+        groups = _as_1d(groups, "groups")
+        if len(groups) != len(values):
+            raise ValueError(f"groups has {len(groups)} entries but values has {len(values)}")
+        inverse, counts = _unique_inverse(groups)
+        listed = silo_of_sample >= 0
+        votes = np.zeros((len(counts), len(names)), dtype=np.int64)
+        np.add.at(votes, (inverse[listed], silo_of_sample[listed]), 1)
+        silo_of_group = np.where(votes.sum(axis=1) > 0, np.argmax(votes, axis=1), -1)
+        silo_of_sample = silo_of_group[inverse]
+    return [np.flatnonzero(silo_of_sample == s).astype(np.int64) for s in range(len(names))]
 
 
 def holdout(

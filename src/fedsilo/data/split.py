@@ -13,14 +13,8 @@ is renamed into place, and an existing split with other parameters is only repla
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import secrets
-import shutil
-import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,36 +22,25 @@ import numpy as np
 
 from fedsilo.data import partition
 from fedsilo.data.datasets import DATASETS, digests, find_dataset, load_arrays
+from fedsilo.data.site_split import split_by_column
+from fedsilo.data.split_io import SplitReport, commit_split, existing_split
+from fedsilo.data.split_io import save_npz as _save_npz
 from fedsilo.errors import ConfigError, DataError
 
-METHODS = ("iid", "dirichlet", "group")
+__all__ = ["METHODS", "SplitReport", "format_report", "split_dataset"]
+
+METHODS = ("iid", "dirichlet", "group", "column")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-@dataclass(frozen=True)
-class SplitReport:
-    """What a split produced; ``params`` is what makes two splits the same split."""
-
-    out: Path
-    method: str
-    seed: int
-    silos: list[dict[str, Any]]
-    server_test: int
-    source: str
-    source_sha256: str
-    params: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-    already_existed: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "out": str(self.out)}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-
-def _check_args(silos: Sequence[str], method: str, test_fraction: float, groups_key: str | None) -> None:
+def _check_args(
+    silos: Sequence[str],
+    method: str,
+    test_fraction: float,
+    groups_key: str | None,
+    column: str | None,
+    label_column: str | None,
+) -> None:
     if not silos:
         raise ConfigError("no silos given", fix="name at least one silo")
     for name in silos:
@@ -72,21 +55,31 @@ def _check_args(silos: Sequence[str], method: str, test_fraction: float, groups_
         raise ConfigError(f"unknown split method {method!r}", fix=f"use one of {METHODS}")
     if not 0 < test_fraction < 1:
         raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}", fix="e.g. 0.2")
-    if (method == "group") != (groups_key is not None):
+    if method == "column":
+        if not (column and label_column):
+            raise ConfigError(
+                "method 'column' needs the column naming each row's silo and the label column",
+                fix="pass both, e.g. --column dataset --label-column dx",
+            )
+    elif (method == "group") != (groups_key is not None):
         raise ConfigError(
-            "method 'group' needs a groups key, and a groups key needs method 'group'",
+            "method 'group' needs a groups key, and a groups key needs method 'group' or 'column'",
             fix="pass both, e.g. method='group' with groups_key='patient'",
         )
+    if method != "column" and (column or label_column):
+        raise ConfigError("a silo column and a label column need method 'column'", fix="pass --method column")
 
 
-def _resolve(source: str | Path, data_dirs: Sequence[Path] | None, download: bool) -> Path:
+def _resolve(source: str | Path, data_dirs: Sequence[Path] | None, download: bool, tables: bool = False) -> Path:
+    """The file of a known dataset or a path; with ``tables``, also an image release folder."""
     if isinstance(source, str) and source in DATASETS:
         return find_dataset(source, data_dirs=data_dirs, download=download)
-    if Path(source).is_file():
+    if Path(source).is_file() or (tables and Path(source).is_dir()):
         return Path(source)
+    kinds = "a .csv table or an image release folder" if tables else "an .npz file"
     raise ConfigError(
-        f"source {str(source)!r} is neither a known dataset nor an existing .npz file",
-        fix=f"use one of {', '.join(sorted(DATASETS))} or a path to an .npz file",
+        f"source {str(source)!r} is neither a known dataset nor an existing {'file or folder' if tables else 'file'}",
+        fix=f"use one of {', '.join(sorted(DATASETS))} or a path to {kinds}",
     )
 
 
@@ -101,67 +94,6 @@ def _read_groups(path: Path, key: str, n: int) -> np.ndarray:
     if len(groups) != n:
         raise DataError(f"{path}: train_{key} has {len(groups)} entries, train has {n}")
     return groups
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Like ``np.savez`` but with fixed zip timestamps, so equal arrays give equal bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, array in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
-            with archive.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def _existing(out: Path, params: dict[str, Any], force: bool) -> SplitReport | None:
-    """The report already at ``out`` if it is this very split; an error if replacing would
-    lose something the caller did not ask to replace."""
-    if not out.exists() or force:
-        return None
-    if not out.is_dir():
-        raise DataError(f"{out} exists and is not a folder", fix="choose another output folder")
-    manifest = out / "split.json"
-    if manifest.is_file():
-        try:
-            saved = json.loads(manifest.read_text())
-            report = SplitReport(**{**saved, "out": out, "already_existed": True})
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"{manifest} is unreadable: {exc}", fix="pass --force") from exc
-        if report.params == params:
-            return report
-        raise DataError(
-            f"{out} already holds a split made with other parameters or data",
-            fix="choose another output folder, or pass --force to rewrite it",
-        )
-    if any(out.iterdir()):
-        raise DataError(
-            f"{out} is not empty and holds no split.json",
-            fix="choose an empty output folder, or pass --force to replace its contents",
-        )
-    return None
-
-
-def _scratch_dir(out: Path, kind: str) -> Path:
-    """A fresh hidden folder beside ``out`` (same filesystem, so renames are atomic); unlike
-    ``mkdtemp`` it honours the umask, so the final folder gets normal permissions."""
-    path = out.parent / f".{out.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
-    path.mkdir()
-    return path
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Swap ``tmp`` in as ``out``; the old ``out`` is removed only once the new one is there."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = _scratch_dir(out, "old")
-    os.replace(out, old / out.name)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        os.replace(old / out.name, out)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _partition(
@@ -194,12 +126,24 @@ def split_dataset(
     force: bool = False,
     data_dirs: Sequence[Path] | None = None,
     download: bool = False,
+    column: str | None = None,
+    label_column: str | None = None,
+    image_size: int = 28,
 ) -> SplitReport:
-    """Partition the ``train`` split of ``source`` across ``silos`` and write their folders."""
+    """Partition the ``train`` split of ``source`` across ``silos`` and write their folders.
+
+    Method ``column`` instead puts each row of a table (or image release, see
+    :mod:`fedsilo.data.site_split`) in the silo its ``column`` names.
+    """
     silos = list(silos)
-    _check_args(silos, method, test_fraction, groups_key)
+    _check_args(silos, method, test_fraction, groups_key, column, label_column)
     out = Path(out)
-    path = _resolve(source, data_dirs, download)
+    path = _resolve(source, data_dirs, download, tables=method == "column")
+    if method == "column":
+        assert column is not None and label_column is not None
+        return split_by_column(
+            path, out, silos, column, label_column, groups_key, test_fraction, seed, force, image_size
+        )
     params: dict[str, Any] = {
         "silos": silos,
         "method": method,
@@ -210,7 +154,7 @@ def split_dataset(
         "seed": int(seed),
         "source_sha256": digests(path)[1],
     }
-    found = _existing(out, params, force)
+    found = existing_split(out, params, force)
     if found is not None:
         return found
 
@@ -258,20 +202,15 @@ def split_dataset(
         params=params,
         notes=notes,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _scratch_dir(out, "tmp")
-    try:
+    def write(folder: Path) -> None:
         for name, (train, test) in cuts.items():
-            (tmp / name).mkdir()
-            _save_npz(tmp / name / "train.npz", {"x": x[train], "y": y[train]})
-            _save_npz(tmp / name / "test.npz", {"x": x[test], "y": y[test]})
-        (tmp / "server").mkdir()
-        _save_npz(tmp / "server" / "test.npz", {"x": server_x, "y": server_y})
-        saved = {k: v for k, v in report.to_dict().items() if k not in ("out", "already_existed")}
-        (tmp / "split.json").write_text(json.dumps(saved, indent=2) + "\n")
-        _move_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            (folder / name).mkdir()
+            _save_npz(folder / name / "train.npz", {"x": x[train], "y": y[train]})
+            _save_npz(folder / name / "test.npz", {"x": x[test], "y": y[test]})
+        (folder / "server").mkdir()
+        _save_npz(folder / "server" / "test.npz", {"x": server_x, "y": server_y})
+
+    commit_split(report, write)
     return report
 
 

@@ -107,11 +107,14 @@ class RuntimeConfig(_Strict):
 class PrepareConfig(_Strict):
     """How to make the silos' data folders from a dataset if they do not exist yet."""
 
-    dataset: str
-    method: Literal["iid", "dirichlet", "group"] = "iid"
+    dataset: str = Field(description="A known dataset's name, or a path (with a '/') to a file or image release.")
+    method: Literal["iid", "dirichlet", "group", "column"] = "iid"
     alpha: float = Field(0.5, gt=0)
     sizes: list[float] | None = None
     groups_key: str | None = None
+    column: str | None = Field(None, description="With method column: the column naming each row's silo (its site).")
+    label_column: str | None = Field(None, description="With method column: the label column, for class counts.")
+    image_size: int = Field(28, ge=4, le=600, description="With method column on an image release: pixels per side.")
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
     out: Path
@@ -206,6 +209,9 @@ def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
     for section, key in (("server", "data"), ("prepare", "out")):
         if isinstance(out.get(section), dict) and key in out[section]:
             out[section] = {**out[section], key: fix(out[section][key])}
+    prepare = out.get("prepare")
+    if isinstance(prepare, dict) and isinstance(prepare.get("dataset"), str) and "/" in prepare["dataset"]:
+        out["prepare"] = {**prepare, "dataset": fix(prepare["dataset"])}  # a path, not a dataset's name
     mlflow = out["tracking"].get("mlflow") if isinstance(out.get("tracking"), dict) else None
     if isinstance(mlflow, str) and mlflow.strip() and ":" not in mlflow and mlflow != "databricks":  # a folder
         out["tracking"] = {**out["tracking"], "mlflow": fix(mlflow)}

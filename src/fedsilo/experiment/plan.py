@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedsilo.client.numpy import num_examples
-from fedsilo.data.datasets import find_dataset
+from fedsilo.data.datasets import DATASETS, find_dataset
 from fedsilo.data.loaders import check_silo_folder
 from fedsilo.errors import DataError, FedsiloError, PlanError
 from fedsilo.experiment import strategy_config as sc
@@ -199,6 +199,9 @@ def _prepare_note(config: ExperimentConfig, problems: list[str]) -> str | None:
     """When ``prepare:`` will make missing data folders: a note for them (the dataset is found once)."""
     if config.prepare is None or all(s.data.exists() for s in config.silos):
         return None
+    source = Path(config.prepare.dataset)
+    if config.prepare.dataset not in DATASETS and source.exists():  # a file or an image release folder
+        return f"split from {source.name} on first run"
     try:
         return f"split from {find_dataset(config.prepare.dataset).name} on first run"
     except FedsiloError as exc:

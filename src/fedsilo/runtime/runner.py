@@ -62,6 +62,9 @@ def prepare_data(config: ExperimentConfig) -> SplitReport | None:
         groups_key=p.groups_key,
         test_fraction=p.test_fraction,
         seed=p.seed,
+        column=p.column,
+        label_column=p.label_column,
+        image_size=p.image_size,
     )
 
 
