@@ -173,6 +173,11 @@ class ExperimentConfig(_Strict):
                 f"compression.codec={self.compression.codec} is not linear, so masked sums of it are meaningless "
                 "(set compression.codec: none, or ring_bits: 32 to halve the masked update)"
             )
+        if self.privacy.dp is not None and self.privacy.dp.adaptive:
+            problems.append(
+                "privacy.dp.adaptive needs each silo's clipped/unclipped bit, which secure aggregation hides "
+                "(set privacy.dp.adaptive: false and pick clip_norm)"
+            )
         if len(self.silos) < 3:
             n = len(self.silos)
             problems.append(f"secure aggregation needs at least 3 silos (with {n}, each learns the others')")
