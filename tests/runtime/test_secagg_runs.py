@@ -48,3 +48,20 @@ def test_a_secure_run_gives_the_plain_fedavg_model(cli, make_experiment, run_fol
     assert all("failure" not in r and r["secagg_sent_bytes"] > 0 and r["secagg_received_bytes"] > 0 for r in rows)
     fit_rows = [r for r in metrics_of(run_folder(secure.parent / "runs")) if r.get("phase") == "fit"]
     assert {r["num_examples"] for r in fit_rows} == {12, 24, 36}
+
+
+def test_a_secure_run_over_processes_matches_simulation(make_experiment, metrics_of) -> None:
+    from fedsilo.experiment.config import load_config
+    from fedsilo.runtime.processes import run_processes
+    from fedsilo.runtime.runner import run_experiment
+
+    pytest.importorskip("grpc")
+    extra = {**SECAGG, "server": {"heartbeat_s": 0.5}}
+    config, text = load_config(make_experiment(workers=2, rounds=2, seed=4, extra=extra))
+    simulated = run_experiment(config, text)
+    processes = run_processes(config.model_copy(update={"output": config.output.parent / "runs_p"}), text)
+    assert_same_model(simulated.parameters, processes.parameters)
+    assert processes.summary["failures"] == 0
+    rows = [r for r in metrics_of(processes.run_dir) if r.get("phase") == "secagg"]
+    assert len(rows) == 6 and all(r["secagg_sent_bytes"] > 0 for r in rows)
+    assert "round 2: fit" in (processes.run_dir / "logs" / "a.log").read_text()
