@@ -66,15 +66,15 @@ class DiesAt:
 
     def exchange(self, step: str, payload: bytes) -> bytes | Failure:
         self.dead = self.dead or step == self.step
-        return Failure(self.inner.name, "connection lost", "disconnected") if self.dead else self.inner.exchange(step, payload)
+        if self.dead:
+            return Failure(self.inner.name, "connection lost", "disconnected")
+        return self.inner.exchange(step, payload)
 
 
 def fedavg_of(names: list[str]) -> ArrayDict:
     """The example-weighted mean of the named silos' models, by hand."""
     total = sum(MODELS[s][0] for s in names)
-    return {
-        k: sum(MODELS[s][0] * np.array(MODELS[s][1][k], np.float64) for s in names) / total for k in ("w", "b")
-    }
+    return {k: sum(MODELS[s][0] * np.array(MODELS[s][1][k], np.float64) for s in names) / total for k in ("w", "b")}
 
 
 def run(agents: dict[str, Any], secagg: SecAggSettings | None, strategy: Any = None, min_fit: int = 2):

@@ -66,7 +66,6 @@ class SiloWorker:
             return agent.fit(FitIns(rnd, params, config))
         return agent.evaluate(EvaluateIns(rnd, params, config))
 
-
     def exchange(self, silo: str, step: str, payload: bytes) -> bytes | Failure:
         """A secure-aggregation step of ``silo``'s session, which lives in this actor since it trained."""
         agent = self._agents.get(silo)
@@ -189,7 +188,7 @@ class RayTransport:
         while calls:
             ready, _ = ray.wait(list(calls), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
-                for index, silo in calls.values():
+                for _, silo in calls.values():
                     yield Failure(silo, f"no reply within the step deadline of {timeout:.0f}s", "timeout")
                 for index in {i for i, _ in calls.values()}:
                     self._replace(index)
@@ -201,7 +200,11 @@ class RayTransport:
                 reply = Failure(silo, f"its Ray worker failed ({type(exc).__name__})", "disconnected")
             if isinstance(reply, bytes):
                 too_big = len(reply) > max_reply_bytes
-                reply = Failure(silo, f"{step} reply over {max_reply_bytes} bytes") if too_big else ExchangeRes(silo, step, reply)
+                reply = (
+                    Failure(silo, f"{step} reply over {max_reply_bytes} bytes")
+                    if too_big
+                    else ExchangeRes(silo, step, reply)
+                )
             yield reply
 
     def _replace(self, index: int) -> None:

@@ -162,7 +162,8 @@ def secure_mean(
     dp = settings.dp_noise_multiplier is not None
     try:
         encoding = FixedPoint(settings.clip, settings.frac_bits, settings.ring_bits)
-        cfg = new_round(sorted(rd.name), layout_of(global_params), rng, settings.threshold, settings.neighbours, encoding)
+        layout = layout_of(global_params)
+        cfg = new_round(sorted(rd.name), layout, rng, settings.threshold, settings.neighbours, encoding)
         per_silo = STEP_REPLY_BYTES + 4096 * len(counts)
         srv = server.start(cfg)
         cfg_bytes = wire.to_bytes(cfg)

@@ -72,12 +72,12 @@ class GrpcServerTransport:
 
     def fit(self, silos: Sequence[str], ins: FitIns, timeout: float) -> Iterator[FitRes | Failure]:
         for reply in self._round("fit", silos, ins.round, ins.parameters, ins.config, timeout):
-            assert not isinstance(reply, EvaluateRes)
+            assert isinstance(reply, FitRes | Failure)
             yield reply
 
     def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
         for reply in self._round("evaluate", silos, ins.round, ins.parameters, ins.config, timeout):
-            assert not isinstance(reply, FitRes)
+            assert isinstance(reply, EvaluateRes | Failure)
             yield reply
 
     def exchange(
