@@ -152,3 +152,14 @@ def test_config_is_frozen() -> None:
     with pytest.raises(Exception, match="frozen"):
         config.rounds = 5  # type: ignore[misc]
     assert isinstance(config, ExperimentConfig)
+
+
+def test_adaptive_clipping_is_refused_with_secure_aggregation() -> None:
+    silos = [{"name": n, "data": f"data/{n}"} for n in "abc"]
+    dp = {"noise_multiplier": 1.0, "adaptive": True}
+    line = error_of(minimal(silos=silos, privacy={"secure_aggregation": True, "dp": dp}))
+    assert "privacy.dp.adaptive" in line and "secure aggregation hides" in line
+    fixed = parse_config(
+        minimal(silos=silos, privacy={"secure_aggregation": True, "dp": {"noise_multiplier": 1.0}}), Path("/b")
+    )
+    assert fixed.privacy.dp is not None and fixed.privacy.secure_aggregation is not None

@@ -173,3 +173,72 @@ def test_a_silo_sending_its_update_in_the_clear_is_refused() -> None:
     expected = fedavg_of(["a", "b", "d"])
     for k in expected:
         np.testing.assert_allclose(params[k], expected[k], atol=1e-6)
+
+
+def test_a_reply_claiming_another_silos_number_drops_its_sender() -> None:
+    from dataclasses import replace
+
+    from fedsilo.privacy.secagg.messages import AdvertiseKeys
+    from fedsilo.privacy.secagg.wire import from_bytes, to_bytes
+
+    class Impostor(DiesAt):
+        def exchange(self, step: str, payload: bytes) -> bytes | Failure:
+            reply = self.inner.exchange(step, payload)
+            if step != "advertise" or isinstance(reply, Failure):
+                return reply
+            return to_bytes(replace(from_bytes(reply, AdvertiseKeys), silo=1))  # d (number 4) answers as a
+
+    agents: dict[str, Any] = {s: agent(s) for s in MODELS}
+    agents["d"] = Impostor(agent("d"), "never")
+    observer = Rows()
+    strategy = FedAvg(Sampling(min_fit_clients=2, min_available_clients=4))
+    loop = ServerLoop(InProcessTransport(agents), strategy, LoopSettings(1, secure_aggregation=SecAggSettings()),
+                      observers=[observer])  # fmt: skip
+    params, _ = loop.run(initial(), strategy.initial_state(initial()))
+    d_row = next(r for r in observer.rows if r.get("phase") == "secagg" and r["silo"] == "d")
+    assert "dropped at advertise" in d_row["failure"] and "silo number 1" in d_row["failure"]
+    expected = fedavg_of(["a", "b", "c"])
+    for k in expected:
+        np.testing.assert_allclose(params[k], expected[k], atol=1e-6)
+
+
+def still(name: str, n: int, size: int, shift: float = 0.0) -> SiloAgent:
+    """A silo whose training moves every one of ``size`` values by ``shift`` (0: the update is all noise)."""
+
+    def train(params: ArrayDict, data: Any, settings: TrainSettings, rng: np.random.Generator):
+        return {"w": params["w"] + np.float32(shift)}, {}
+
+    data = (np.zeros((n, 1)), np.zeros(n))
+    zeros = {"w": np.zeros(size, np.float32)}
+    return SiloAgent(name, lambda: NumpyClient(zeros, train, lambda p, d: (1.0, {}), lambda: data, lambda: data))
+
+
+@pytest.mark.parametrize("dropped", [None, "d"])
+def test_distributed_dp_the_unmasked_sum_carries_the_central_noise(dropped: str | None) -> None:
+    """Each silo adds N(0, (zC)^2 / t) with t = max(threshold, min_fit_clients) = 3: the sum over k survivors has std zC sqrt(k/t)."""
+    size, z, c = 40_000, 0.5, 2.0
+    agents: dict[str, Any] = {s: still(s, n, size) for s, n in zip("abcd", (10, 30, 20, 40), strict=True)}
+    if dropped:
+        agents[dropped] = DiesAt(agents[dropped], "masked_input")
+    strategy = FedAvg(Sampling(min_fit_clients=2, min_available_clients=4))
+    secagg = SecAggSettings(threshold=3, dp_noise_multiplier=z, dp_clip_norm=c)
+    zeros = {"w": np.zeros(size, np.float32)}
+    params, _ = ServerLoop(InProcessTransport(agents), strategy, LoopSettings(1, secure_aggregation=secagg)).run(
+        zeros, strategy.initial_state(zeros)
+    )
+    survivors = 3 if dropped else 4
+    noise_sum = params["w"].astype(np.float64) * survivors  # the mean over the survivors, times their count
+    assert abs(noise_sum.mean()) < 0.05
+    assert np.std(noise_sum) == pytest.approx(z * c * np.sqrt(survivors / 3), rel=0.03)
+
+
+def test_distributed_dp_clips_each_update_to_clip_norm_with_uniform_weights() -> None:
+    size, c = 4, 1.0  # every silo moves each of 4 values by 3: norm 6, clipped to 1 -> 0.5 per value
+    agents = {s: still(s, n, size, shift=3.0) for s, n in zip("abc", (5, 50, 500), strict=True)}
+    strategy = FedAvg(Sampling(min_fit_clients=2, min_available_clients=3))
+    secagg = SecAggSettings(dp_noise_multiplier=0.0, dp_clip_norm=c)
+    zeros = {"w": np.zeros(size, np.float32)}
+    params, _ = ServerLoop(InProcessTransport(agents), strategy, LoopSettings(1, secure_aggregation=secagg)).run(
+        zeros, strategy.initial_state(zeros)
+    )
+    np.testing.assert_allclose(params["w"], 0.5, atol=1e-6)
