@@ -1,6 +1,7 @@
 """Secure aggregation in real runs: the same model as plain FedAvg in every runtime, up to fixed point.
 
-The NumPy test task with three silos of unequal sizes (so a wrong weighting shows), two rounds.
+The NumPy test task with three silos of unequal sizes (so a wrong weighting shows), two rounds;
+in-process, the worker pool and the processes runtime here, Ray in test_ray.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import numpy as np
 import pytest
 
 from fedsilo.arrays import load_file
+from fedsilo.experiment.config import load_config
+from fedsilo.runtime.processes import run_processes
+from fedsilo.runtime.runner import run_experiment
 
 pytest.importorskip("cryptography")
 
@@ -51,11 +55,6 @@ def test_a_secure_run_gives_the_plain_fedavg_model(cli, make_experiment, run_fol
 
 
 def test_a_secure_run_over_processes_matches_simulation(make_experiment, metrics_of) -> None:
-    from fedsilo.experiment.config import load_config
-    from fedsilo.runtime.processes import run_processes
-    from fedsilo.runtime.runner import run_experiment
-
-    pytest.importorskip("grpc")
     extra = {**SECAGG, "server": {"heartbeat_s": 0.5}}
     config, text = load_config(make_experiment(workers=2, rounds=2, seed=4, extra=extra))
     simulated = run_experiment(config, text)
@@ -65,19 +64,3 @@ def test_a_secure_run_over_processes_matches_simulation(make_experiment, metrics
     rows = [r for r in metrics_of(processes.run_dir) if r.get("phase") == "secagg"]
     assert len(rows) == 6 and all(r["secagg_sent_bytes"] > 0 for r in rows)
     assert "round 2: fit" in (processes.run_dir / "logs" / "a.log").read_text()
-
-
-def test_a_secure_run_on_ray_matches_the_local_engine(make_experiment) -> None:
-    from fedsilo.experiment.config import load_config
-    from fedsilo.runtime.runner import run_experiment
-
-    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
-    config, text = load_config(make_experiment(workers=2, rounds=2, seed=4, extra=SECAGG))
-    local = run_experiment(config, text)
-    on_ray = config.model_copy(
-        update={"output": config.output.parent / "ray", "runtime": config.runtime.model_copy(update={"kind": "ray"})}
-    )
-    result = run_experiment(on_ray, text)
-    assert not ray.is_initialized()
-    assert_same_model(local.parameters, result.parameters)
-    assert result.summary["failures"] == 0

@@ -215,7 +215,10 @@ def still(name: str, n: int, size: int, shift: float = 0.0) -> SiloAgent:
 
 @pytest.mark.parametrize("dropped", [None, "d"])
 def test_distributed_dp_the_unmasked_sum_carries_the_central_noise(dropped: str | None) -> None:
-    """Each silo adds N(0, (zC)^2 / t) with t = max(threshold, min_fit_clients) = 3: the sum over k survivors has std zC sqrt(k/t)."""
+    """Each silo adds N(0, (zC)^2 / t), t = max(threshold, min_fit_clients) = 3.
+
+    The sum over k survivors then has std zC sqrt(k / t): at least zC, the central DP-FedAvg amount.
+    """
     size, z, c = 40_000, 0.5, 2.0
     agents: dict[str, Any] = {s: still(s, n, size) for s, n in zip("abcd", (10, 30, 20, 40), strict=True)}
     if dropped:
