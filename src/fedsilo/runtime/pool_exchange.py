@@ -26,11 +26,30 @@ class PipeWorker(Protocol):
 
 def pipe_exchange(
     routes: Mapping[str, PipeWorker],
+    step: str,
+    messages: Mapping[str, bytes],
+    call_id: int,
+    timeout: float,
+    max_reply_bytes: int,
+    replace: Callable[[Any], Any],
+) -> Iterator[ExchangeRes | Failure]:
+    """Send each silo's message to its worker in ``routes``; yield the replies as they come."""
+    for silo in messages.keys() - routes.keys():
+        yield Failure(silo, "its worker was replaced since it trained: the session is gone", "disconnected")
+    jobs = [("exchange", call_id, silo, step, messages[silo]) for silo in messages if silo in routes]
+    for reply in _run_jobs(routes, jobs, timeout, replace):
+        if isinstance(reply, ExchangeRes) and len(reply.payload) > max_reply_bytes:
+            reply = Failure(reply.silo, f"{step} reply of {len(reply.payload)} bytes is over {max_reply_bytes}")
+        yield reply
+
+
+def _run_jobs(
+    routes: Mapping[str, PipeWorker],
     jobs: Sequence[tuple[Any, ...]],
     timeout: float,
     replace: Callable[[Any], Any],
 ) -> Iterator[ExchangeRes | Failure]:
-    """Send ``jobs`` (``("exchange", call_id, silo, step, payload)``) to each silo's worker; yield replies."""
+    """One job at a time per worker, workers in parallel, all under one deadline."""
     queues: dict[int, deque[tuple[Any, ...]]] = {}
     workers: dict[int, PipeWorker] = {}
     for job in jobs:

@@ -272,17 +272,8 @@ class WorkerPool:
     ) -> Iterator[ExchangeRes | Failure]:
         """A protocol step, each silo's message sent to the worker that trained it this round."""
         self._call_id += 1
-        routes = {}
-        for silo in messages:
-            if silo in self._holder:
-                routes[silo] = self._workers[self._holder[silo]]
-            else:
-                yield Failure(silo, "its worker was replaced since it trained: the session is gone", "disconnected")
-        jobs = [("exchange", self._call_id, silo, step, messages[silo]) for silo in routes]
-        for reply in pipe_exchange(routes, jobs, timeout, self._replace):
-            if isinstance(reply, ExchangeRes) and len(reply.payload) > max_reply_bytes:
-                reply = Failure(reply.silo, f"{step} reply of {len(reply.payload)} bytes is over {max_reply_bytes}")
-            yield reply
+        routes = {s: self._workers[i] for s, i in self._holder.items() if s in messages}
+        yield from pipe_exchange(routes, step, messages, self._call_id, timeout, max_reply_bytes, self._replace)
 
     def _reply(self, msg: tuple[Any, ...], slot: int, index: int) -> FitRes | EvaluateRes | Failure:
         if msg[0] == "fit":
