@@ -7,11 +7,14 @@ masked vectors that are not the silos' encoded updates.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
@@ -28,8 +31,11 @@ from fedsilo.server.secure_aggregation import SecAggSettings
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.strategy.base import Sampling
 from fedsilo.strategy.fedavg import FedAvg
+from fedsilo.transport.grpc import fedsilo_pb2 as pb
+from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
 from fedsilo.transport.grpc.server import GrpcServerTransport, wait_until
 from fedsilo.transport.grpc.silo import SiloRunner, SiloSettings
+from fedsilo.transport.grpc.wire import CHANNEL_OPTIONS, CREDENTIAL_KEY, SILO_KEY, channel_credentials
 
 MODELS = {"a": (12, [1.0, -2.0]), "b": (24, [0.5, 4.0]), "c": (36, [-3.0, 1.5])}  # examples, trained model
 
@@ -118,3 +124,65 @@ def test_a_secure_round_over_grpc_gives_fedavg_and_the_server_never_sees_an_upda
         plain, _ = encode(delta, layout, fp)
         assert masked[name].vector.shape == plain.shape
         assert not np.any(masked[name].vector == plain)  # every value is masked
+
+
+class HandSilo:
+    """A silo driven by hand over its own certificate: a session that collects the tasks pushed to it."""
+
+    def __init__(self, kits: Path, name: str, port: int) -> None:
+        kit = load_kit(kits / name)
+        creds = channel_credentials(tls_of(kit))
+        self.channel = grpc.secure_channel(f"127.0.0.1:{port}", creds, options=CHANNEL_OPTIONS)
+        self.stub = pb_grpc.OrchestratorStub(self.channel)
+        self.md = [(CREDENTIAL_KEY, kit.credential), (SILO_KEY, name)]
+        self.tasks: list[pb.Task] = []
+        self.session = self.stub.Session(pb.Hello(protocol=1), metadata=self.md)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for event in self.session:
+                if event.HasField("task"):
+                    self.tasks.append(event.task)
+
+    def upload(self, task: pb.Task, data: bytes) -> pb.UploadAck:
+        head = pb.UploadHeader(task_id=task.task_id, total_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        return self.stub.Upload(iter([pb.UploadPart(header=head), pb.UploadPart(data=data)]), metadata=self.md)
+
+    def close(self) -> None:
+        self.session.cancel()
+        self.channel.close()
+
+
+def test_a_step_message_reaches_only_its_silo_and_replies_are_bounded(kits: Path, server) -> None:
+    a, b = HandSilo(kits, "a", server.port), HandSilo(kits, "b", server.port)
+    assert wait_until(lambda: server.available() == ["a", "b"], 10)
+    replies: list[Any] = []
+    messages = {"a": b"for a only", "b": b"for b only"}
+    worker = threading.Thread(target=lambda: replies.extend(server.exchange("share_keys", messages, 10, 64)))
+    worker.start()
+    assert wait_until(lambda: a.tasks and b.tasks, 10)
+    task_a, task_b = a.tasks[0], b.tasks[0]
+    assert (task_a.kind, task_a.step) == ("secagg", "share_keys")
+    got = b"".join(c.data for c in a.stub.Download(pb.DownloadRequest(model_id=task_a.model_id), metadata=a.md))
+    assert got == b"for a only"
+    for call in (  # a, with its own certificate, reaching for b's message and b's task
+        lambda: list(a.stub.Download(pb.DownloadRequest(model_id=task_b.model_id), metadata=a.md)),
+        lambda: a.upload(task_b, b"forged"),
+        lambda: a.stub.Submit(pb.Result(task_id=task_b.task_id), metadata=a.md),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND)
+    with pytest.raises(grpc.RpcError) as info:  # over the step's reply bound of 64 bytes
+        b.upload(task_b, b"x" * 65)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert b.stub.Submit(pb.Result(task_id=task_b.task_id, failure="cannot answer"), metadata=b.md).accepted
+    assert a.upload(task_a, b"a's answer").complete
+    assert a.stub.Submit(pb.Result(task_id=task_a.task_id), metadata=a.md).accepted
+    worker.join(20)
+    by_silo = {r.silo: r for r in replies}
+    assert by_silo["a"] == ExchangeRes("a", "share_keys", b"a's answer")
+    assert by_silo["b"] == Failure("b", "cannot answer")
+    a.close()
+    b.close()
