@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from fedsilo.arrays import ArrayDict
-from fedsilo.errors import ConfigError, FedsiloError, RoundFailed, SecAggError
+from fedsilo.errors import FedsiloError, RoundFailed, SecAggError
 from fedsilo.messages import Config, ExchangeRes, Failure, FitRes
 from fedsilo.transport.base import Transport
 
@@ -150,14 +150,10 @@ def secure_mean(
     min_survivors: int = 1,
 ) -> SecureOutcome:
     """Run the protocol over the silos in ``counts`` (name -> examples); raises RoundFailed below the threshold."""
-    try:
-        from fedsilo.privacy.secagg import FixedPoint, layout_of, new_round, server, wire
-        from fedsilo.privacy.secagg.encoding import layout_size
-        from fedsilo.privacy.secagg.messages import AdvertiseKeys, MaskedInput, ShareKeys, UnmaskShares
-    except ImportError as exc:
-        raise ConfigError(
-            f"secure aggregation needs the cryptography package ({exc})", "pip install 'fedsilo[secagg]'"
-        ) from None
+    from fedsilo.privacy.secagg import FixedPoint, layout_of, new_round, server, wire  # needs cryptography
+    from fedsilo.privacy.secagg.encoding import layout_size
+    from fedsilo.privacy.secagg.messages import AdvertiseKeys, MaskedInput, ShareKeys, UnmaskShares
+
     rd = _Round(transport, rnd, list(counts), settings.step_timeout_s)
     dp = settings.dp_noise_multiplier is not None
     try:
