@@ -59,6 +59,19 @@ class EvaluateRes:
 
 
 @dataclass(frozen=True, slots=True)
+class ExchangeRes:
+    """A silo's answer to one step of a multi-step protocol (secure aggregation): opaque wire bytes.
+
+    The bytes are the protocol's own serialization (``fedsilo.privacy.secagg.wire``), parsed by the
+    server as untrusted input; the transport only carries them and says which silo sent them.
+    """
+
+    silo: str
+    step: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """A silo could not answer: it raised, timed out, disconnected, or its update was rejected."""
 

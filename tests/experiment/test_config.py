@@ -152,3 +152,25 @@ def test_config_is_frozen() -> None:
     with pytest.raises(Exception, match="frozen"):
         config.rounds = 5  # type: ignore[misc]
     assert isinstance(config, ExperimentConfig)
+
+
+def test_adaptive_clipping_is_refused_with_secure_aggregation() -> None:
+    silos = [{"name": n, "data": f"data/{n}"} for n in "abc"]
+    dp = {"noise_multiplier": 1.0, "adaptive": True}
+    line = error_of(minimal(silos=silos, privacy={"secure_aggregation": True, "dp": dp}))
+    assert "privacy.dp.adaptive" in line and "secure aggregation hides" in line
+    fixed = parse_config(
+        minimal(silos=silos, privacy={"secure_aggregation": True, "dp": {"noise_multiplier": 1.0}}), Path("/b")
+    )
+    assert fixed.privacy.dp is not None and fixed.privacy.secure_aggregation is not None
+
+
+def test_secure_aggregation_settings_that_would_fail_every_round_are_refused_at_once() -> None:
+    silos = [{"name": n, "data": f"data/{n}"} for n in "abcd"]
+    sa = {"threshold": 5, "neighbours": 3, "clip": 1e6, "frac_bits": 45}
+    line = error_of(minimal(silos=silos, privacy={"secure_aggregation": sa}))
+    assert "threshold=5 is more than the 4 share holders" in line
+    assert "neighbours=3 must be even" in line
+    assert "overflows the 64-bit ring" in line
+    ok = {"threshold": 3, "neighbours": 2, "clip": 8, "frac_bits": 16, "ring_bits": 32}
+    assert parse_config(minimal(silos=silos, privacy={"secure_aggregation": ok}), Path("/b")).privacy.secure_aggregation

@@ -42,3 +42,19 @@ def test_a_silo_that_raises_on_ray_is_a_failure_row_and_the_run_goes_on(make_exp
     failures = [r for r in metrics_of(result.run_dir) if "failure" in r]
     assert {(r["silo"], r["failure_kind"]) for r in failures} == {("b", "error")}
     assert "RuntimeError: training crashed in b" in failures[0]["failure"]
+
+
+def test_a_secure_run_on_ray_matches_the_local_engine(make_experiment) -> None:
+    pytest.importorskip("cryptography")
+    config, text = load_config(
+        make_experiment(workers=2, rounds=2, seed=4, extra={"privacy": {"secure_aggregation": True}})
+    )
+    local = run_experiment(config, text)
+    on_ray = config.model_copy(
+        update={"output": config.output.parent / "ray", "runtime": config.runtime.model_copy(update={"kind": "ray"})}
+    )
+    result = run_experiment(on_ray, text)
+    assert not ray.is_initialized()
+    for name, value in local.parameters.items():
+        np.testing.assert_allclose(result.parameters[name], value, rtol=0, atol=1e-6)
+    assert result.summary["failures"] == 0

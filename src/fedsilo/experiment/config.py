@@ -7,6 +7,7 @@ Every problem in the file is reported at once, each naming its field.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedsilo.errors import ConfigError
-from fedsilo.experiment.privacy_config import CompressionConfig, PrivacyConfig
+from fedsilo.experiment.privacy_config import CompressionConfig, PrivacyConfig, SecureAggregationConfig
 from fedsilo.experiment.strategy_config import FedAvgConfig, StrategyConfig, strategy_error
 
 #: Strategies that look at each update on its own, which secure aggregation does not allow.
@@ -176,6 +177,12 @@ class ExperimentConfig(_Strict):
                 f"compression.codec={self.compression.codec} is not linear, so masked sums of it are meaningless "
                 "(set compression.codec: none, or ring_bits: 32 to halve the masked update)"
             )
+        if self.privacy.dp is not None and self.privacy.dp.adaptive:
+            problems.append(
+                "privacy.dp.adaptive needs each silo's clipped/unclipped bit, which secure aggregation hides "
+                "(set privacy.dp.adaptive: false and pick clip_norm)"
+            )
+        problems.extend(_secagg_setting_problems(self.privacy.secure_aggregation, len(self.silos)))
         if len(self.silos) < 3:
             n = len(self.silos)
             problems.append(f"secure aggregation needs at least 3 silos (with {n}, each learns the others')")
@@ -186,6 +193,22 @@ class ExperimentConfig(_Strict):
     def fit_config(self) -> dict[str, Any]:
         """Training settings as the flat config a silo's client reads."""
         return self.train.model_dump()
+
+
+def _secagg_setting_problems(sa: SecureAggregationConfig, silos: int) -> list[str]:
+    """What would make every secure round fail: caught here, before any training."""
+    problems = []
+    group = silos if sa.neighbours is None or sa.neighbours >= silos - 1 else sa.neighbours + 1
+    if sa.threshold is not None and sa.threshold > group:
+        problems.append(f"threshold={sa.threshold} is more than the {group} share holders of each silo")
+    if sa.neighbours is not None and sa.neighbours % 2:
+        problems.append(f"neighbours={sa.neighbours} must be even")
+    if silos * math.ceil(sa.clip * 2**sa.frac_bits) > 2 ** (sa.ring_bits - 1) - 1:
+        problems.append(
+            f"{silos} silos x clip={sa.clip} x 2^frac_bits={sa.frac_bits} overflows the {sa.ring_bits}-bit ring "
+            "(lower clip or frac_bits)"
+        )
+    return problems
 
 
 def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:

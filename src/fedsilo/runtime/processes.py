@@ -16,14 +16,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from fedsilo.errors import ConnectionFailed
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.provision import SERVER, provision
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 from fedsilo.runtime.deploy import server_transport, worker_threads
 from fedsilo.runtime.runner import RunResult, run_experiment
 from fedsilo.server.loop import Observer
@@ -108,6 +108,11 @@ class ProcessesTransport:
 
     def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
         return self.server.evaluate(silos, ins, timeout)
+
+    def exchange(
+        self, step: str, messages: Mapping[str, bytes], timeout: float, max_reply_bytes: int
+    ) -> Iterator[ExchangeRes | Failure]:
+        return self.server.exchange(step, messages, timeout, max_reply_bytes)
 
     def close(self) -> None:
         """Tell the silos the run is over; those still busy after a few seconds are terminated, then killed."""

@@ -26,7 +26,7 @@ from typing import Any
 import ray
 
 from fedsilo.errors import ConfigError, FedsiloError
-from fedsilo.messages import Config, EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.messages import Config, EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 from fedsilo.runtime.simulation import POOLED
 from fedsilo.silo.agent import SiloAgent, describe
 
@@ -66,6 +66,11 @@ class SiloWorker:
             return agent.fit(FitIns(rnd, params, config))
         return agent.evaluate(EvaluateIns(rnd, params, config))
 
+    def exchange(self, silo: str, step: str, payload: bytes) -> bytes | Failure:
+        """A secure-aggregation step of ``silo``'s session, which lives in this actor since it trained."""
+        agent = self._agents.get(silo)
+        return agent.exchange(step, payload) if agent else Failure(silo, "its session is not in this Ray worker")
+
 
 class RayTransport:
     """Silos as work items on a pool of Ray actors; the same Transport interface as every runtime."""
@@ -82,6 +87,7 @@ class RayTransport:
     ) -> None:
         self._silos = {k: tuple(str(p) for p in v) for k, v in silos.items()}
         self._sizes: dict[str, int] = {}
+        self._holder: dict[str, int] = {}  # silo -> index of the actor holding its secagg session
         self._own = not ray.is_initialized()
         if self._own:
             local_cpus = workers if isinstance(workers, int) and address is None and workers > 0 else None
@@ -160,12 +166,49 @@ class RayTransport:
                 dispatch(index)  # keep the actor busy while the server folds in this reply
                 if isinstance(reply, FitRes):
                     self._sizes[silo] = reply.num_examples
+                    if not reply.parameters:  # secure aggregation: the update stays in this actor
+                        self._holder[silo] = index
                 yield reply
         finally:
             for index, _ in list(running.values()):  # the caller stopped early: drop what is still running
                 self._replace(index)
 
+    def exchange(
+        self, step: str, messages: Mapping[str, bytes], timeout: float, max_reply_bytes: int
+    ) -> Iterator[ExchangeRes | Failure]:
+        """A protocol step, each silo's message sent to the actor that trained it (an actor runs calls in turn)."""
+        calls: dict[Any, tuple[int, str]] = {}
+        for silo, payload in messages.items():
+            if silo not in self._holder:
+                yield Failure(silo, "its Ray worker was replaced since it trained: the session is gone", "disconnected")
+            else:
+                index = self._holder[silo]
+                calls[self._actors[index].exchange.remote(silo, step, payload)] = (index, silo)
+        deadline = time.monotonic() + timeout
+        while calls:
+            ready, _ = ray.wait(list(calls), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                for _, silo in calls.values():
+                    yield Failure(silo, f"no reply within the step deadline of {timeout:.0f}s", "timeout")
+                for index in {i for i, _ in calls.values()}:
+                    self._replace(index)
+                return
+            index, silo = calls.pop(ready[0])
+            try:
+                reply = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:
+                reply = Failure(silo, f"its Ray worker failed ({type(exc).__name__})", "disconnected")
+            if isinstance(reply, bytes):
+                too_big = len(reply) > max_reply_bytes
+                reply = (
+                    Failure(silo, f"{step} reply over {max_reply_bytes} bytes")
+                    if too_big
+                    else ExchangeRes(silo, step, reply)
+                )
+            yield reply
+
     def _replace(self, index: int) -> None:
+        self._holder = {s: i for s, i in self._holder.items() if i != index}  # their sessions die with it
         ray.kill(self._actors[index], no_restart=True)
         self._actors[index] = self._actor_class.remote(*self._args)
 

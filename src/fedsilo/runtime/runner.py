@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from fedsilo.runtime.ray import RayTransport
 from fedsilo.server.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from fedsilo.server.loop import LoopSettings, Observer, ServerLoop
+from fedsilo.server.secure_aggregation import SecAggSettings
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.tracking.mlflow import MlflowTracker, require_mlflow
 from fedsilo.tracking.report import REPORT, write_report
@@ -160,6 +161,7 @@ def run_experiment(
         )
     if config.tracking.mlflow:
         require_mlflow()  # before any work: a missing extra is a one-line error
+    secagg = secagg_settings(config)
     if resume is None and local_silos:
         prepare_data(config)
     pool = start_pool(config, baselines) if transport_factory is None else None
@@ -198,6 +200,7 @@ def run_experiment(
                 config.server.round_timeout_s,
                 wait_timeout=config.server.wait_timeout_s,
                 failed_rounds_allowed=config.server.failed_rounds_allowed,
+                secure_aggregation=secagg,
             ),
             central_evaluate=(lambda p: _loss_metrics(evaluator, p)) if evaluator else None,
             observers=[run, *observers, *([tracker] if tracker else [])],
@@ -224,6 +227,21 @@ def run_experiment(
     if tracker is not None:
         tracker.finish()
     return RunResult(run.path, params, summary)
+
+
+def secagg_settings(config: ExperimentConfig) -> SecAggSettings | None:
+    """``privacy.secure_aggregation`` (and, with it, ``privacy.dp`` as silo-side distributed DP) for the loop."""
+    sa, dp = config.privacy.secure_aggregation, config.privacy.dp
+    if sa is None:
+        return None
+    try:
+        import fedsilo.privacy.secagg  # noqa: F401  (before any training: a missing extra is a one-line error)
+    except ImportError as exc:
+        raise ConfigError(f"secure aggregation needs cryptography ({exc})", "pip install 'fedsilo[secagg]'") from None
+    return SecAggSettings(
+        sa.threshold, sa.neighbours, sa.clip, sa.frac_bits, sa.ring_bits, sa.step_timeout_s,
+        dp.noise_multiplier if dp is not None else None, dp.clip_norm if dp is not None else 1.0,
+    )  # fmt: skip
 
 
 def _loss_metrics(client: Client, params: ArrayDict) -> tuple[float, dict[str, float]]:

@@ -32,7 +32,8 @@ from typing import Any
 
 from fedsilo.arrays import Layout
 from fedsilo.errors import FedsiloError
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
+from fedsilo.runtime.pool_exchange import pipe_exchange
 from fedsilo.runtime.worker import Attach, SharedBuffer, WorkerSetup, buffer_of, worker_main
 
 START_TIMEOUT_S = 180.0
@@ -119,6 +120,7 @@ class WorkerPool:
         self._next_buffer = 0
         self._call_id = 0
         self._sizes: dict[str, int] = {}
+        self._holder: dict[str, int] = {}  # silo -> index of the worker holding its secagg session
         self._start_timeout = start_timeout
         threads = max(1, (os.cpu_count() or 1) // workers)
         self._setup = WorkerSetup(str(task_path), seed, device, threads, max_cached_silos)
@@ -176,6 +178,7 @@ class WorkerPool:
             )
 
     def _replace(self, worker: _Worker) -> _Worker:
+        self._holder = {s: i for s, i in self._holder.items() if i != worker.index}  # their sessions die with it
         worker.stop(kill=True)
         fresh = _Worker(self._ctx, self._setup, worker.index)
         self._await_ready(fresh, self._start_timeout)
@@ -264,10 +267,21 @@ class WorkerPool:
             for worker in list(busy.values()):  # the caller stopped early: nothing may write on
                 self._replace(worker)
 
+    def exchange(
+        self, step: str, messages: Mapping[str, bytes], timeout: float, max_reply_bytes: int
+    ) -> Iterator[ExchangeRes | Failure]:
+        """A protocol step, each silo's message sent to the worker that trained it this round."""
+        self._call_id += 1
+        routes = {s: self._workers[i] for s, i in self._holder.items() if s in messages}
+        yield from pipe_exchange(routes, step, messages, self._call_id, timeout, max_reply_bytes, self._replace)
+
     def _reply(self, msg: tuple[Any, ...], slot: int, index: int) -> FitRes | EvaluateRes | Failure:
         if msg[0] == "fit":
-            _, _, silo, n, metrics = msg
+            _, _, silo, n, metrics, kept = msg
             self._sizes[silo] = n
+            if kept:  # secure aggregation: the update stays in this worker, whose steps come next
+                self._holder[silo] = index
+                return FitRes(silo, {}, n, metrics)
             assert self._layout is not None
             params = self._layout.view(buffer_of(self._shms[2 + 2 * index + slot]))
             return FitRes(silo, params, n, metrics)

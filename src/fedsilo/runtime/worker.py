@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import connection
@@ -109,6 +110,9 @@ def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
             msg = conn.recv()
             if msg[0] == "stop":
                 return
+            if msg[0] == "exchange":  # a secure-aggregation step for a silo this worker trained this round
+                conn.send(_exchange(agents, *msg[1:]))
+                continue
             kind, call_id, silo, folders, buffer, slot, rnd, config = msg
             agent = agents.pop(silo, None) or SiloAgent(
                 silo, partial(task.make_client, folders, setup.seed, setup.device, model=model), setup.seed
@@ -119,14 +123,15 @@ def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
             params = layout.view(buffer_of(globals_[buffer]))
             if kind == "fit":
                 res = agent.fit(FitIns(rnd, params, config))
-                if isinstance(res, FitRes):
+                kept = isinstance(res, FitRes) and not res.parameters  # secure aggregation: the update stays here
+                if isinstance(res, FitRes) and not kept:
                     try:
                         check_update(silo, res.parameters, spec)
                         layout.write(res.parameters, buffer_of(slots[slot]))
                     except FedsiloError as exc:
                         res = Failure(silo, exc.message, "rejected")
                 reply: tuple[Any, ...] = (
-                    ("fit", call_id, silo, res.num_examples, dict(res.metrics))
+                    ("fit", call_id, silo, res.num_examples, dict(res.metrics), kept)
                     if isinstance(res, FitRes)
                     else ("failure", call_id, silo, res.reason, res.kind)
                 )
@@ -144,3 +149,12 @@ def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
     finally:
         for shm in shms:
             shm.close()
+
+
+def _exchange(agents: Mapping[str, SiloAgent], call_id: int, silo: str, step: str, payload: bytes) -> tuple[Any, ...]:
+    """One protocol step of ``silo``'s session in this worker: ("exchanged", ..., bytes) or a failure."""
+    agent = agents.get(silo)
+    reply = agent.exchange(step, payload) if agent else Failure(silo, "its session is not in this worker")
+    if isinstance(reply, Failure):
+        return ("failure", call_id, silo, reply.reason, reply.kind)
+    return ("exchanged", call_id, silo, reply)

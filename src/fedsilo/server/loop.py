@@ -2,14 +2,19 @@
 
 It talks to silos only through a :class:`Transport`, so the same loop drives simulation, local
 processes and real deployments. Every received update is checked here (the trust boundary);
-a bad one becomes a Failure and the round goes on with the others.
+a bad one becomes a Failure and the round goes on with the others. With secure aggregation on
+(``LoopSettings.secure_aggregation``) fit replies carry no parameters and the round's mean comes
+from :func:`~fedsilo.server.secure_aggregation.secure_mean`, fed to the strategy as one update.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
 
 from fedsilo.arrays import ArrayDict, spec_of
 from fedsilo.errors import RoundFailed, UpdateRejected
@@ -25,6 +30,7 @@ from fedsilo.messages import (
     check_update,
 )
 from fedsilo.server.registry import EVALUATE, FIT, round_rng, sample_silos, wait_for_silos
+from fedsilo.server.secure_aggregation import SecAggSettings, secure_mean
 from fedsilo.strategy.base import Strategy, StrategyState
 from fedsilo.transport.base import Transport
 
@@ -53,6 +59,7 @@ class LoopSettings:
     wait_timeout: float = 60.0
     max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES
     failed_rounds_allowed: int = 0  # consecutive failed rounds that keep the last good model and go on
+    secure_aggregation: SecAggSettings | None = None  # None: silos send their models in the clear
 
 
 Checkpointer = Callable[[int, ArrayDict, StrategyState], object]
@@ -118,33 +125,50 @@ class ServerLoop:
         for obs in self.observers:
             obs.on_round_start(rnd, selected)
 
+        secagg = self.settings.secure_aggregation
         config = {**self.settings.fit_config, **self.strategy.fit_config(rnd, state), "seed": self.settings.seed}
+        if secagg is not None:
+            config.update(secagg.fit_config(sampling.min_fit_clients))
         expected = spec_of(params)
         aggregation = self.strategy.begin(rnd, params, state)
         rows: list[Row] = []
         failures: list[Failure] = []
+        kept: dict[str, int] = {}  # secure aggregation: silo -> examples, updates still in the silos
         for reply in self.transport.fit(selected, FitIns(rnd, params, config), self.settings.round_timeout):
             if isinstance(reply, FitRes):
                 try:
-                    check_update(reply.silo, reply.parameters, expected, self.settings.max_update_bytes)
+                    if secagg is not None:
+                        _check_kept(reply)
+                    else:
+                        check_update(reply.silo, reply.parameters, expected, self.settings.max_update_bytes)
                     check_num_examples(reply.silo, reply.num_examples)
                 except UpdateRejected as exc:
                     reply = Failure(reply.silo, exc.message, "rejected")
                 else:
-                    aggregation.add(reply)
+                    if secagg is not None:
+                        kept[reply.silo] = int(reply.num_examples)
+                    else:
+                        aggregation.add(reply)
             for obs in self.observers:
                 obs.on_reply(rnd, "fit", reply)
             rows.append(self._emit(_reply_row(rnd, "fit", reply)))
             if isinstance(reply, Failure):
                 failures.append(reply)
 
-        if aggregation.count < max(sampling.min_fit_clients, 1):
+        usable = len(kept) if secagg is not None else aggregation.count
+        if usable < max(sampling.min_fit_clients, 1):
             detail = describe_failures(failures)
             raise RoundFailed(
-                f"round {rnd}: {aggregation.count} of {len(selected)} silos returned a usable update, "
+                f"round {rnd}: {usable} of {len(selected)} silos returned a usable update, "
                 f"min_fit_clients={sampling.min_fit_clients} ({detail})",
                 "fix the failing silos (see metrics.jsonl) and resume with `fedsilo run --resume RUN_DIR`",
             )
+        if secagg is not None:
+            # the session nonce and SecAgg+ graph seed must be unpredictable; the sum does not depend on them
+            rng = np.random.default_rng(secrets.randbits(128))
+            outcome = secure_mean(self.transport, rnd, params, kept, secagg, rng, max(sampling.min_fit_clients, 1))
+            rows.extend(self._emit(row) for row in outcome.rows(rnd))
+            aggregation.add(outcome.update)
         params, state = aggregation.finish()
 
         central = self.evaluate_central(rnd, params)
@@ -189,6 +213,15 @@ class ServerLoop:
                 )
             )
         return rows
+
+
+def _check_kept(reply: FitRes) -> None:
+    """With secure aggregation a silo's update must stay in the silo: a reply with parameters is refused."""
+    if reply.parameters:
+        raise UpdateRejected(
+            f"silo '{reply.silo}' sent its update in the clear although secure aggregation is on",
+            "run the same fedsilo version on the silo as on the server",
+        )
 
 
 def describe_failures(failures: Sequence[Failure], names_per_reason: int = 3) -> str:

@@ -3,14 +3,21 @@
 Any exception from the user's code becomes a :class:`Failure` reply with one readable line, so
 one broken silo never takes a round down. The client is built lazily (on the first message),
 which keeps data loading off the start-up path and inside the silo's own process.
+
+With secure aggregation (``secagg: true`` in the fit config) the trained update stays in the agent's
+session for the round (:mod:`fedsilo.silo.secagg_session`) and the fit reply carries no parameters;
+the server then drives the protocol's steps through :meth:`SiloAgent.exchange`.
 """
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from fedsilo.arrays import ArraySpec, spec_of
+import numpy as np
+
+from fedsilo.arrays import ArrayDict, ArraySpec, spec_of
 from fedsilo.client.base import Client, silo_seed
 from fedsilo.errors import FedsiloError, UpdateRejected
 from fedsilo.messages import (
@@ -22,6 +29,9 @@ from fedsilo.messages import (
     clean_metrics,
     update_problems,
 )
+
+if TYPE_CHECKING:
+    from fedsilo.silo.secagg_session import SecAggSession
 
 
 def describe(exc: BaseException) -> str:
@@ -41,6 +51,7 @@ class SiloAgent:
         self._seed = seed
         self._client: Client | None = None
         self._spec: dict[str, ArraySpec] | None = None
+        self._secagg: SecAggSession | None = None
 
     @property
     def client(self) -> Client:
@@ -64,9 +75,37 @@ class SiloAgent:
             self._check_incoming(ins)
             seed = silo_seed(int(ins.config.get("seed", self._seed)), ins.round, self.name)
             config = {**ins.config, "seed": seed, "round": max(ins.round, 1)}
+            self._secagg = None  # a new round: whatever the last one left behind is void
             params, n, metrics = self.client.fit(ins.parameters, config)
+            if ins.config.get("secagg"):
+                self._secagg = self._keep(ins, params, n, seed)
+                params = {}  # the update stays here; only masked bytes will leave
             return FitRes(self.name, params, n, clean_metrics(metrics))
         except Exception as exc:  # user code may raise anything; the round must go on
+            return Failure(self.name, describe(exc))
+
+    def _keep(self, ins: FitIns, params: ArrayDict, n: int, seed: int) -> SecAggSession:
+        """The round's secure-aggregation session, holding the update (trained - global, float64)."""
+        from fedsilo.silo.secagg_session import SecAggSession, dp_of  # here: secure aggregation needs cryptography
+
+        assert self._spec is not None
+        problems = update_problems(params, self._spec)
+        if problems:
+            raise UpdateRejected("the trained model does not match the global model: " + "; ".join(problems))
+        # computed now, in the global model's order: the global arrays may be views valid only in this call
+        delta = {k: np.asarray(params[k], np.float64) - np.asarray(v, np.float64) for k, v in ins.parameters.items()}
+        return SecAggSession(ins.round, delta, int(n), dp_of(ins.config), np.random.default_rng([seed, 1]))
+
+    def exchange(self, step: str, payload: bytes) -> bytes | Failure:
+        """One secure-aggregation step of this round's session; any problem is a Failure, never a crash."""
+        try:
+            if self._secagg is None:
+                raise UpdateRejected(
+                    f"no secure-aggregation session for step '{step}' (no secagg fit this round on this silo)",
+                    "the server must send a fit with secagg: true first",
+                )
+            return self._secagg.step(step, payload)
+        except Exception as exc:
             return Failure(self.name, describe(exc))
 
     def evaluate(self, ins: EvaluateIns) -> EvaluateRes | Failure:

@@ -7,10 +7,10 @@ the consumer must finish with a reply before asking for the next one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 
 
 class SiloEndpoint(Protocol):
@@ -19,6 +19,8 @@ class SiloEndpoint(Protocol):
     def fit(self, ins: FitIns) -> FitRes | Failure: ...
 
     def evaluate(self, ins: EvaluateIns) -> EvaluateRes | Failure: ...
+
+    def exchange(self, step: str, payload: bytes) -> bytes | Failure: ...
 
 
 class Transport(Protocol):
@@ -30,6 +32,15 @@ class Transport(Protocol):
 
     def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
         """As ``fit``, for evaluation."""
+
+    def exchange(
+        self, step: str, messages: Mapping[str, bytes], timeout: float, max_reply_bytes: int
+    ) -> Iterator[ExchangeRes | Failure]:
+        """One step of a multi-step protocol: each named silo gets its own bytes; replies as they arrive.
+
+        A silo's reply must come from the same silo process that trained this round (its protocol
+        state lives there); one larger than ``max_reply_bytes`` or later than ``timeout`` is a Failure.
+        """
 
     def close(self) -> None:
         """Release processes and buffers; safe to call twice."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 from fedsilo.transport.base import SiloEndpoint
 
 
@@ -24,6 +24,18 @@ class InProcessTransport:
     def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
         for name in silos:
             yield self._agents[name].evaluate(ins)
+
+    def exchange(
+        self, step: str, messages: Mapping[str, bytes], timeout: float, max_reply_bytes: int
+    ) -> Iterator[ExchangeRes | Failure]:
+        for name, payload in messages.items():
+            reply = self._agents[name].exchange(step, payload)
+            if isinstance(reply, Failure):
+                yield reply
+            elif len(reply) > max_reply_bytes:
+                yield Failure(name, f"{step} reply of {len(reply)} bytes is over {max_reply_bytes}", "rejected")
+            else:
+                yield ExchangeRes(name, step, reply)
 
     def close(self) -> None:
         self._agents.clear()

@@ -38,7 +38,7 @@ class Welcome(_message.Message):
     def __init__(self, experiment: _Optional[str] = ..., heartbeat_s: _Optional[float] = ..., server_time: _Optional[float] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "kind", "round", "config_json", "model_id", "model_bytes", "model_sha256", "max_upload_bytes")
+    __slots__ = ("task_id", "kind", "round", "config_json", "model_id", "model_bytes", "model_sha256", "max_upload_bytes", "step")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class Task(_message.Message):
     MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     kind: str
     round: int
@@ -55,7 +56,8 @@ class Task(_message.Message):
     model_bytes: int
     model_sha256: str
     max_upload_bytes: int
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ..., model_id: _Optional[str] = ..., model_bytes: _Optional[int] = ..., model_sha256: _Optional[str] = ..., max_upload_bytes: _Optional[int] = ...) -> None: ...
+    step: str
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ..., model_id: _Optional[str] = ..., model_bytes: _Optional[int] = ..., model_sha256: _Optional[str] = ..., max_upload_bytes: _Optional[int] = ..., step: _Optional[str] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ("server_time",)

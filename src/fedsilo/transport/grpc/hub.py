@@ -16,9 +16,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fedsilo.messages import EvaluateRes, Failure, FitRes
+from fedsilo.messages import EvaluateRes, ExchangeRes, Failure, FitRes
 
-Reply = FitRes | EvaluateRes | Failure
+Reply = FitRes | EvaluateRes | ExchangeRes | Failure
 Notify = Callable[[str], None]
 
 
@@ -40,10 +40,11 @@ class Upload:
 class Task:
     id: str
     silo: str
-    kind: str  # fit | evaluate
+    kind: str  # fit | evaluate | secagg
     round: int
-    model_id: str
+    model_id: str  # for a secagg step: the step's message to this silo, downloaded like a model
     max_upload: int
+    step: str = ""  # secagg only: the protocol step
     last_progress: float = field(default_factory=time.monotonic)
     upload: Upload | None = None
     finished: bool = False
@@ -126,10 +127,17 @@ class Hub:
             self._models.pop(model_id, None)
 
     def assign(
-        self, silo: str, kind: str, round: int, model_id: str, max_upload: int, event: Callable[[Task], object]
+        self,
+        silo: str,
+        kind: str,
+        round: int,
+        model_id: str,
+        max_upload: int,
+        event: Callable[[Task], object],
+        step: str = "",
     ) -> Task | None:
         """Hand ``silo`` a task (pushed on its session), or None when it is not connected."""
-        task = Task(uuid.uuid4().hex, silo, kind, round, model_id, max_upload)
+        task = Task(uuid.uuid4().hex, silo, kind, round, model_id, max_upload, step=step)
         with self._lock:
             session = self._sessions.get(silo)
             if session is None:

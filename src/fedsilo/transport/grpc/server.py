@@ -7,11 +7,12 @@ becomes a Failure (a transfer still making progress is not cut off).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import queue
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -19,7 +20,7 @@ import grpc
 
 from fedsilo.arrays import ArrayDict, to_bytes
 from fedsilo.errors import ConnectionFailed
-from fedsilo.messages import Config, EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.messages import Config, EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
 from fedsilo.transport.grpc.hub import Hub, Notify, Reply, Task
@@ -71,13 +72,56 @@ class GrpcServerTransport:
 
     def fit(self, silos: Sequence[str], ins: FitIns, timeout: float) -> Iterator[FitRes | Failure]:
         for reply in self._round("fit", silos, ins.round, ins.parameters, ins.config, timeout):
-            assert not isinstance(reply, EvaluateRes)
+            assert isinstance(reply, FitRes | Failure)
             yield reply
 
     def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
         for reply in self._round("evaluate", silos, ins.round, ins.parameters, ins.config, timeout):
-            assert not isinstance(reply, FitRes)
+            assert isinstance(reply, EvaluateRes | Failure)
             yield reply
+
+    def exchange(
+        self, step: str, messages: Mapping[str, bytes], timeout: float, max_reply_bytes: int
+    ) -> Iterator[ExchangeRes | Failure]:
+        """One secure-aggregation step: each silo downloads only its own message and uploads its reply.
+
+        The same machinery as a fit (chunks, resumable transfers, SHA-256, deadlines, a silo may touch
+        only its own task), with the reply bounded by ``max_reply_bytes``.
+        """
+
+        def event(task: Task, data: bytes) -> Any:
+            return pb.Event(
+                task=pb.Task(
+                    task_id=task.id,
+                    kind="secagg",
+                    config_json="{}",
+                    model_id=task.model_id,
+                    model_bytes=len(data),
+                    model_sha256=hashlib.sha256(data).hexdigest(),
+                    max_upload_bytes=task.max_upload,
+                    step=step,
+                )
+            )
+
+        pending: dict[str, Task] = {}
+        models = []
+        try:
+            for silo, data in messages.items():
+                models.append(self.hub.add_model(data))
+                make = functools.partial(event, data=data)
+                task = self.hub.assign(silo, "secagg", 0, models[-1], max_reply_bytes, make, step=step)
+                if task is None:
+                    yield Failure(silo, "not connected at this secure-aggregation step", "disconnected")
+                else:
+                    pending[task.id] = task
+            for reply in self._gather(pending, time.monotonic() + timeout):
+                assert isinstance(reply, ExchangeRes | Failure)
+                yield reply
+        finally:
+            for task in pending.values():
+                self.hub.finish(task, None)
+            for model_id in models:
+                self.hub.drop_model(model_id)
 
     def _round(
         self, kind: str, silos: Sequence[str], rnd: int, params: ArrayDict, config: Config, timeout: float

@@ -21,7 +21,7 @@ from typing import NoReturn
 import grpc
 
 from fedsilo.arrays import views_of
-from fedsilo.messages import EvaluateRes, Failure, FitRes, clean_metrics
+from fedsilo.messages import EvaluateRes, ExchangeRes, Failure, FitRes, clean_metrics
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
 from fedsilo.transport.grpc.hub import Hub, Reply, Task
@@ -153,8 +153,8 @@ class Servicer(pb_grpc.OrchestratorServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "an upload starts with its header")
         head = first.header
         task = self._task(context, silo, head.task_id)
-        if task.kind != "fit":
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "only a fit task uploads parameters")
+        if task.kind not in ("fit", "secagg"):
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "only a fit or secagg task uploads")
         if head.total_bytes > task.max_upload:
             _abort(
                 context,
@@ -209,7 +209,10 @@ class Servicer(pb_grpc.OrchestratorServicer):
                 up = task.upload
                 if up is None or not up.complete:
                     return pb.SubmitAck(accepted=False, reason="upload the parameters first")
-                reply = _fit_result(silo, up.buf, int(request.num_examples), metrics)
+                if task.kind == "secagg":  # the protocol's bytes, parsed by the server's driver as untrusted
+                    reply = ExchangeRes(silo, task.step, bytes(up.buf))
+                else:
+                    reply = _fit_result(silo, up.buf, int(request.num_examples), metrics)
         self.hub.finish(task, reply)
         return pb.SubmitAck(accepted=True)
 

@@ -170,6 +170,9 @@ class SiloRunner:
 
     # --- one task ------------------------------------------------------------------------
     def _handle(self, task: pb.Task) -> None:
+        if task.kind == "secagg":
+            self._handle_step(task)
+            return
         try:
             params = views_of(self._download(task))
             config = json.loads(task.config_json)
@@ -197,6 +200,21 @@ class SiloRunner:
             self.log(f"round {task.round}: {task.kind} failed on this silo ({reason})")
             with contextlib.suppress(TaskGone):
                 self._submit(pb.Result(task_id=task.task_id, failure=reason))
+
+    def _handle_step(self, task: pb.Task) -> None:
+        """A secure-aggregation step: download the server's message, answer it, upload the answer."""
+        try:
+            reply = self.endpoint.exchange(task.step, bytes(self._download(task)))
+            if isinstance(reply, Failure):
+                self.log(f"secure aggregation {task.step} failed: {reply.reason}")
+                self._submit(pb.Result(task_id=task.task_id, failure=reply.reason))
+                return
+            self._upload(task, reply)
+            self._submit(pb.Result(task_id=task.task_id))
+        except TaskGone as exc:
+            self.log(f"secure aggregation {task.step} abandoned ({exc})")
+        except Exception as exc:  # a transfer error: the server drops this silo from the step
+            self.log(f"secure aggregation {task.step} failed on this silo ({type(exc).__name__}: {exc})")
 
     def _retry(self, what: str, step: Callable[[], bool], progress: Callable[[], int]) -> None:
         """Run ``step`` until it returns True; give up only after ``stall_timeout_s`` without progress."""

@@ -1,0 +1,54 @@
+"""runtime/pool_exchange.py through the real worker pool: each step reaches the worker that trained the silo.
+
+Two workers, three silos: after a secagg fit, every silo's advertise step is answered by its own
+session; when one worker's process is killed between the fit and the step, the silos it held are
+reported as disconnected and the others still answer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsilo.arrays import Layout
+from fedsilo.experiment.task import Task
+from fedsilo.messages import ExchangeRes, Failure, FitIns, FitRes
+from fedsilo.privacy.secagg import envelope, layout_of, new_round
+from fedsilo.privacy.secagg.messages import AdvertiseKeys
+from fedsilo.privacy.secagg.wire import from_bytes, to_bytes
+from fedsilo.runtime.simulation import WorkerPool
+
+pytest.importorskip("cryptography")
+NAMES = ("a", "b", "c")
+
+
+def advertise_messages(params: dict[str, np.ndarray]) -> dict[str, bytes]:
+    config = to_bytes(new_round([1, 2, 3], layout_of(params), np.random.default_rng(0)))
+    return {s: envelope.pack({"round": 1, "silo": i + 1, "step": "advertise"}, config) for i, s in enumerate(NAMES)}
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["all-alive", "one-worker-killed"])
+def test_steps_reach_the_worker_holding_each_session(tmp_path: Path, linear_task: Path, write_silo, kill) -> None:
+    folders = {name: [write_silo(tmp_path / name, 6 + 3 * i, seed=i)] for i, name in enumerate(NAMES)}
+    params = Task.load(linear_task).initial_parameters(0)
+    with WorkerPool(linear_task, folders, Layout.of(params), seed=0, workers=2, device="cpu") as pool:
+        fits = list(pool.fit(list(NAMES), FitIns(1, params, {"seed": 0, "secagg": True, "lr": 0.1}), timeout=60))
+        assert all(isinstance(r, FitRes) and r.parameters == {} for r in fits)
+        lost: set[str] = set()
+        if kill:
+            holder = pool._holder["a"]
+            lost = {s for s, i in pool._holder.items() if i == holder}
+            os.kill(pool._workers[holder].process.pid, signal.SIGKILL)
+        replies = {r.silo: r for r in pool.exchange("advertise", advertise_messages(params), 30, 10_000)}
+        assert set(replies) == set(NAMES)
+        for i, name in enumerate(NAMES):
+            if name in lost:
+                assert isinstance(replies[name], Failure) and replies[name].kind == "disconnected"
+            else:
+                reply = replies[name]
+                assert isinstance(reply, ExchangeRes) and from_bytes(reply.payload, AdvertiseKeys).silo == i + 1
+        assert isinstance(next(iter(pool.fit(["a"], FitIns(2, params, {"seed": 0}), timeout=60))), FitRes)
