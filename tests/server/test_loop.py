@@ -182,7 +182,7 @@ def test_central_evaluation_at_round_zero_and_after_each_round_with_checkpoints(
     seen: list[ArrayDict] = []
     saved: list[tuple[int, ArrayDict]] = []
 
-    def central(params: ArrayDict) -> tuple[float, dict[str, float]]:
+    def central(round: int, params: ArrayDict) -> tuple[float, dict[str, float]]:
         seen.append({k: v.copy() for k, v in params.items()})
         return float(len(seen)), {"accuracy": 0.1 * len(seen)}
 
@@ -212,7 +212,7 @@ def test_resuming_from_round_three_skips_the_initial_evaluation() -> None:
     loop, rec = make_loop(
         [agent("a", 1, shifted(+1.0)), agent("d", 4, shifted(-1.0))],
         rounds=3,
-        central_evaluate=lambda p: (evaluated.append(float(p["w"][0])) or 0.0, {}),
+        central_evaluate=lambda r, p: (evaluated.append(float(p["w"][0])) or 0.0, {}),
     )
     params, _ = loop.run(initial(), StrategyState(), start_round=3)
     np.testing.assert_allclose(params["w"], [-0.6] * 3, rtol=1e-6)
