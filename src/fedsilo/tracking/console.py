@@ -17,11 +17,12 @@ def _fmt(metrics: Mapping[str, Any], keys: Sequence[str]) -> str:
 
 
 def _server_keys(row: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
-    """The usual metrics, or (a task's own server_evaluate) whatever numbers the row has."""
-    if any(isinstance(row.get(k), float | int) for k in keys):
+    """The usual metrics of a classifier, or (a task's own ``server_evaluate``) loss and its numbers."""
+    if "accuracy" in row:
         return list(keys)
-    skip = {"round", "time", "num_examples"}
-    return sorted(k for k, v in row.items() if k not in skip and isinstance(v, float | int) and not isinstance(v, bool))
+    skip = {"loss", "round", "time", "num_examples"}
+    own = sorted(k for k, v in row.items() if k not in skip and isinstance(v, float | int) and not isinstance(v, bool))
+    return ["loss", *own]
 
 
 class ConsoleProgress:
