@@ -7,7 +7,6 @@ silo's training inputs: the server's numbers can be checked by hand.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
