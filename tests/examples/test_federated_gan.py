@@ -1,7 +1,7 @@
 """The federated GAN example, small: it validates, and its hooks work on a slice of the real data.
 
 A full round trains on every hospital's images for minutes on a loaded CPU, so here the task
-module's functions run on 96 real PneumoniaMNIST images with a smaller TSTR budget; the full run
+module's functions run on 64 real PneumoniaMNIST images with a smaller TSTR budget; the full run
 is measured in the example's README.
 """
 
@@ -39,7 +39,7 @@ def load_task(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     assert spec is not None and spec.loader is not None
     task = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(task)
-    monkeypatch.setattr(task, "TSTR_PER_CLASS", 48)
+    monkeypatch.setattr(task, "TSTR_PER_CLASS", 32)
     monkeypatch.setattr(task, "TSTR_EPOCHS", 1)
     return task
 
@@ -67,10 +67,10 @@ def test_the_hooks_train_score_and_draw_on_real_images(
 
     task = load_task(monkeypatch)
     with np.load(real_images) as npz:
-        np.savez(tmp_path / "train.npz", x=npz["train_images"][:96], y=npz["train_labels"][:96].reshape(-1))
+        np.savez(tmp_path / "train.npz", x=npz["train_images"][:64], y=npz["train_labels"][:64].reshape(-1))
         np.savez(tmp_path / "test.npz", x=npz["test_images"][:64], y=npz["test_labels"][:64].reshape(-1))
     x, y = (torch.from_numpy(a) for a in task.load_data(tmp_path, "train"))
-    assert x.shape == (96, 1, 28, 28) and float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+    assert x.shape == (64, 1, 28, 28) and float(x.min()) >= -1.0 and float(x.max()) <= 1.0
 
     torch.manual_seed(0)
     model = task.model()
