@@ -59,8 +59,9 @@ def test_a_hook_that_returns_no_numbers_is_a_clear_error(tmp_path: Path, monkeyp
     task = Task.load(GAN_TASK)
     client = task.make_client([folder_with(tmp_path, np.ones((2, 4), np.float32))], seed=0, device="cpu")
     monkeypatch.setattr(client, "fit_hook", lambda model, data, settings: {"loss": "high"})
-    with pytest.raises(TypeError, match=r"fit\(\) must return a mapping of metric name -> number"):
+    with pytest.raises(TaskError, match=r"fit\(\) returned dict with a value that is not a number") as info:
         client.fit(task.initial_parameters(0), {"lr": 0.1})
+    assert info.value.fix == "return a dict of metric name -> number from fit()"
 
 
 def test_server_hooks_score_the_global_model_and_draw_the_same_noise_each_time(tmp_path: Path) -> None:

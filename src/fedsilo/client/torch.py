@@ -26,6 +26,7 @@ from torch import nn
 from fedsilo.arrays import ArrayDict
 from fedsilo.client.base import TrainSettings, silo_seed
 from fedsilo.client.metrics import classification_metrics
+from fedsilo.errors import TaskError
 from fedsilo.messages import Config
 
 EVAL_BATCH = 1024
@@ -192,7 +193,10 @@ def _floats(metrics: Mapping[str, Any], hook: str) -> dict[str, float]:
     try:
         return {str(k): float(v) for k, v in metrics.items()}
     except (TypeError, ValueError, AttributeError) as exc:
-        raise TypeError(f"the task's {hook}() must return a mapping of metric name -> number ({exc})") from None
+        raise TaskError(
+            f"the task's {hook}() returned {type(metrics).__name__} with a value that is not a number ({exc})",
+            f"return a dict of metric name -> number from {hook}()",
+        ) from None
 
 
 def output_metrics(logits: torch.Tensor, y: torch.Tensor, binary_logit: bool = False) -> dict[str, float]:
