@@ -160,3 +160,11 @@ def test_run_an_invalid_plan_stops_before_making_a_run_folder(cli, make_experime
     assert result.exit_code == 5
     assert "silo 'b'" in one_error_line(result)
     assert not (path.parent / "runs").exists()
+
+
+def test_the_summary_compares_models_by_accuracy_or_the_tasks_own_accuracy() -> None:
+    from fedsilo.cli_io import headline_metric
+
+    assert headline_metric({"accuracy": 0.9, "tstr_accuracy": 0.5}) == "accuracy"
+    assert headline_metric({"tstr_balanced_accuracy": 0.6, "tstr_accuracy": 0.7, "loss": None}) == "tstr_accuracy"
+    assert headline_metric({"generator_bias": 1.0}) == "accuracy"  # nothing to compare by: the table shows "-"

@@ -36,12 +36,23 @@ def guarded(fn: Callable[[], T]) -> T:
         raise typer.Exit(130) from None
 
 
+def headline_metric(final: dict[str, Any]) -> str:
+    """What the summary compares models by: accuracy, or a task's own (e.g. ``tstr_accuracy``)."""
+    if "accuracy" in final:
+        return "accuracy"
+    own = sorted(k for k, v in final.items() if k.endswith("accuracy") and isinstance(v, int | float))
+    return own[0] if own else "accuracy"
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     final = summary.get("final") or {}
     fed = summary.get("federated") or {}
+    key = headline_metric(final)
     if "accuracy" in final:
         balanced = f"  (balanced {final['balanced_accuracy']:.4f})" if "balanced_accuracy" in final else ""
         out.print(f"final test accuracy (server test set): [bold]{final['accuracy']:.4f}[/bold]{balanced}")
+    elif key in final:
+        out.print(f"final server evaluation: [bold]{key} {final[key]:.4f}[/bold]")
     if "accuracy" in fed:
         worst = f"worst silo {fed.get('worst_silo')} {fed.get('worst_accuracy', 0):.4f}"
         out.print(f"silos' own test sets: accuracy {fed['accuracy']:.4f}, {worst}")
@@ -58,16 +69,17 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def _baseline_table(summary: dict[str, Any]) -> Table:
-    """Accuracy of each model on the server's test set and on each silo's own test split."""
+    """Accuracy (or the task's headline metric) of each model on the server's test set and each silo's own."""
     silos = summary["silos"]
     base = summary["baselines"]
-    table = Table(title=f"accuracy, same training budget ({base.get('epochs')} epochs over each model's data)")
+    key = headline_metric(summary.get("final") or {})
+    table = Table(title=f"{key}, same training budget ({base.get('epochs')} epochs over each model's data)")
     table.add_column("model (test set ->)", no_wrap=True)
     for col in ["server", *silos]:
         table.add_column(col, justify="right")
 
     def acc(row: dict[str, Any] | None) -> str:
-        return f"{row['accuracy']:.4f}" if row and "accuracy" in row else "-"
+        return f"{row[key]:.4f}" if row and key in row else "-"
 
     per_silo = summary.get("per_silo") or {}
     table.add_row("federated", acc(summary.get("final")), *[acc(per_silo.get(s)) for s in silos])

@@ -32,6 +32,7 @@ def test_minimal_config_gets_the_defaults() -> None:
     assert (config.train.epochs, config.train.batch_size, config.train.optimizer) == (1, 32, "sgd")
     assert config.seed == 0 and config.runtime.workers == "auto"
     assert config.server.data is None and config.server.round_timeout_s == 600.0
+    assert config.server.evaluate_every == 1
     assert config.fit_config()["lr"] == 0.01
 
 
@@ -174,3 +175,10 @@ def test_secure_aggregation_settings_that_would_fail_every_round_are_refused_at_
     assert "overflows the 64-bit ring" in line
     ok = {"threshold": 3, "neighbours": 2, "clip": 8, "frac_bits": 16, "ring_bits": 32}
     assert parse_config(minimal(silos=silos, privacy={"secure_aggregation": ok}), Path("/b")).privacy.secure_aggregation
+
+
+def test_central_evaluation_every_n_rounds_must_be_at_least_one() -> None:
+    assert parse_config(minimal(server={"evaluate_every": 5}), Path("/base")).server.evaluate_every == 5
+    assert "server.evaluate_every: Input should be greater than or equal to 1" in error_of(
+        minimal(server={"evaluate_every": 0})
+    )

@@ -115,3 +115,14 @@ def test_make_strategy_carries_the_sampling(make_experiment) -> None:
     assert strategy.name == "fedavg"
     assert (strategy.sampling.fraction_fit, strategy.sampling.min_fit_clients) == (0.5, 2)
     assert strategy.sampling.min_available_clients == 3
+
+
+def test_server_hooks_without_server_data_are_a_problem(make_experiment) -> None:
+    pytest.importorskip("torch")
+    gan = Path(__file__).resolve().parents[1] / "tasks" / "tiny_gan.py"
+    plan = plan_of(make_experiment(task=gan, server=False))
+    assert plan.problems == (
+        "the task defines server_evaluate() and samples(), which the server runs on server.data, "
+        "but server.data is not set -> set server.data to a folder with a test split",
+    )
+    assert plan_of(make_experiment(folder="with_server", task=gan)).problems == ()

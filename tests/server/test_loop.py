@@ -182,7 +182,7 @@ def test_central_evaluation_at_round_zero_and_after_each_round_with_checkpoints(
     seen: list[ArrayDict] = []
     saved: list[tuple[int, ArrayDict]] = []
 
-    def central(params: ArrayDict) -> tuple[float, dict[str, float]]:
+    def central(round: int, params: ArrayDict) -> tuple[float, dict[str, float]]:
         seen.append({k: v.copy() for k, v in params.items()})
         return float(len(seen)), {"accuracy": 0.1 * len(seen)}
 
@@ -212,7 +212,7 @@ def test_resuming_from_round_three_skips_the_initial_evaluation() -> None:
     loop, rec = make_loop(
         [agent("a", 1, shifted(+1.0)), agent("d", 4, shifted(-1.0))],
         rounds=3,
-        central_evaluate=lambda p: (evaluated.append(float(p["w"][0])) or 0.0, {}),
+        central_evaluate=lambda r, p: (evaluated.append(float(p["w"][0])) or 0.0, {}),
     )
     params, _ = loop.run(initial(), StrategyState(), start_round=3)
     np.testing.assert_allclose(params["w"], [-0.6] * 3, rtol=1e-6)
@@ -371,3 +371,18 @@ def test_many_failures_with_one_cause_make_one_short_line() -> None:
     failures = [Failure(f"s{i}", "RuntimeError: dtype") for i in range(100)] + [Failure("x", "timeout!", "timeout")]
     assert describe_failures(failures) == "s0, s1, s2 and 97 more: RuntimeError: dtype; x: timeout!"
     assert describe_failures([]) == "no replies"
+
+
+def test_central_evaluation_every_n_rounds_keeps_round_zero_and_the_last() -> None:
+    seen: list[int] = []
+    loop, rec = make_loop(
+        [agent("a", 1, shifted(+1.0)), agent("d", 4, shifted(-1.0))],
+        settings=LoopSettings(rounds=5, seed=3, wait_timeout=1.0, evaluate_every=2),
+        central_evaluate=lambda r, p: (seen.append(r) or None, {"w0": float(p["w"][0])}),
+    )
+    loop.run(initial(), StrategyState())
+    assert seen == [0, 2, 4, 5]
+    server = [r for r in rec.rows if r["scope"] == "server"]
+    assert [(r["round"], r["loss"]) for r in server] == [(0, None), (2, None), (4, None), (5, None)]
+    assert [r["w0"] for r in server] == pytest.approx([0.0, -1.2, -2.4, -3.0])  # -0.6 per round
+    assert rec.ends == [0, 1, 2, 3, 4, 5]

@@ -4,12 +4,19 @@ Data may be ``(x, y)`` arrays/tensors (the fast path: held on the device as tens
 by index, no DataLoader) or any ``torch.utils.data.Dataset``. The model object and the data stay
 alive between rounds; each fit starts from the global parameters, with a fresh optimizer and a
 seed derived from (experiment seed, round, silo), so a silo's result does not depend on which
-worker ran it. Parameters are the model's ``state_dict`` (buffers included), named.
+worker ran it. Parameters are the model's ``state_dict`` (buffers included), named: an
+``nn.ModuleDict({"generator": G, "discriminator": D})`` travels as ``generator.*`` and
+``discriminator.*`` in one update.
+
+A task that is not plain supervised learning (a GAN, several optimizers, a custom loss) passes its
+own ``fit(model, data, settings) -> metrics`` and ``evaluate(model, data) -> (loss, metrics)``
+hooks; the client still owns what must stay the same for every task: loading the global
+parameters, seeding, holding the data on the device and returning named parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,11 +24,21 @@ import torch
 from torch import nn
 
 from fedsilo.arrays import ArrayDict
-from fedsilo.client.base import TrainSettings
+from fedsilo.client.base import TrainSettings, silo_seed
 from fedsilo.client.metrics import classification_metrics
+from fedsilo.errors import TaskError
 from fedsilo.messages import Config
 
 EVAL_BATCH = 1024
+
+#: A task's own local training: trains ``model`` in place on ``data``, returns metrics.
+FitHook = Callable[[nn.Module, Any, TrainSettings], Mapping[str, float]]
+#: A task's own evaluation of ``model`` on ``data``: returns ``(loss, metrics)``.
+EvaluateHook = Callable[[nn.Module, Any], tuple[float, Mapping[str, float]]]
+#: The server's evaluation of the global model on server-side data in a round: returns metrics.
+ServerEvaluateHook = Callable[[nn.Module, Any, int], Mapping[str, float]]
+#: Images from the global model: ``{row label: images (n, H, W) with values in [0, 1]}``.
+SamplesHook = Callable[[nn.Module, np.random.Generator], Mapping[str, Any]]
 
 
 def seed_torch(seed: int) -> None:
@@ -65,6 +82,10 @@ class _TensorData:
     def __len__(self) -> int:
         return len(self.x)
 
+    def hook_view(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a task's hooks receive: ``(x, y)`` as tensors already on the device."""
+        return self.x, self.y
+
     def batches(
         self, batch_size: int, generator: torch.Generator | None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -88,6 +109,10 @@ class _DatasetData:
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def hook_view(self) -> Any:
+        """What a task's hooks receive: the Dataset itself (they batch it as they like)."""
+        return self.dataset
 
     def batches(
         self, batch_size: int, generator: torch.Generator | None
@@ -164,6 +189,16 @@ def evaluate_model(
     return total / max(n, 1), metrics
 
 
+def _floats(metrics: Mapping[str, Any], hook: str) -> dict[str, float]:
+    try:
+        return {str(k): float(v) for k, v in metrics.items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise TaskError(
+            f"the task's {hook}() returned {type(metrics).__name__} with a value that is not a number ({exc})",
+            f"return a dict of metric name -> number from {hook}()",
+        ) from None
+
+
 def output_metrics(logits: torch.Tensor, y: torch.Tensor, binary_logit: bool = False) -> dict[str, float]:
     """Classification metrics when the outputs are class logits, else none (e.g. regression).
 
@@ -191,6 +226,8 @@ class TorchClient:
         test_data: Callable[[], Any],
         loss: nn.Module | None = None,
         device: str = "auto",
+        fit_hook: FitHook | None = None,
+        evaluate_hook: EvaluateHook | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device)
@@ -198,6 +235,7 @@ class TorchClient:
         self._train_data_fn, self._test_data_fn = train_data, test_data
         self._train: _TensorData | _DatasetData | None = None
         self._test: _TensorData | _DatasetData | None = None
+        self.fit_hook, self.evaluate_hook = fit_hook, evaluate_hook
 
     def get_parameters(self) -> ArrayDict:
         return get_parameters(self.model)
@@ -206,12 +244,76 @@ class TorchClient:
         if self._train is None:
             self._train = wrap_data(self._train_data_fn(), self.device)
         set_parameters(self.model, parameters)
-        metrics = train_epochs(self.model, self._train, self.loss_fn, TrainSettings.from_config(config))
+        settings = TrainSettings.from_config(config)
+        if self.fit_hook is None:
+            metrics = train_epochs(self.model, self._train, self.loss_fn, settings)
+        else:  # the task's own step: seeded like the supervised loop, so results stay reproducible
+            torch.manual_seed(settings.seed)
+            self.model.train()
+            metrics = _floats(self.fit_hook(self.model, self._train.hook_view(), settings), "fit")
         return get_parameters(self.model), len(self._train), metrics
 
     def evaluate(self, parameters: ArrayDict, config: Config) -> tuple[float, int, dict[str, float]]:
         if self._test is None:
             self._test = wrap_data(self._test_data_fn(), self.device)
         set_parameters(self.model, parameters)
-        loss, metrics = evaluate_model(self.model, self._test, self.loss_fn)
-        return loss, len(self._test), metrics
+        if self.evaluate_hook is None:
+            loss, metrics = evaluate_model(self.model, self._test, self.loss_fn)
+            return loss, len(self._test), metrics
+        torch.manual_seed(int(config.get("seed", 0)))
+        self.model.eval()
+        with torch.no_grad():
+            loss, hook_metrics = self.evaluate_hook(self.model, self._test.hook_view())
+        return float(loss), len(self._test), _floats(hook_metrics, "evaluate")
+
+
+class ServerHooks:
+    """Runs a task's server-side hooks on a global model: its own evaluation, and sample images.
+
+    ``server_evaluate`` may train something (train-on-synthetic, test-on-real trains a
+    classifier), so it runs with gradients on, seeded per round. ``samples`` gets the same seeded
+    generator every call, so successive grids show the same noise and differ only by the model.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Callable[[], Any],
+        evaluate: ServerEvaluateHook | None,
+        samples: SamplesHook | None,
+        seed: int = 0,
+        device: str = "auto",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self._data_fn = data
+        self._data: _TensorData | _DatasetData | None = None
+        self._evaluate, self._samples, self.seed = evaluate, samples, seed
+
+    @property
+    def has_samples(self) -> bool:
+        return self._samples is not None
+
+    def evaluate(self, round: int, parameters: ArrayDict) -> dict[str, float]:
+        if self._evaluate is None:
+            return {}
+        if self._data is None:
+            self._data = wrap_data(self._data_fn(), self.device)
+        set_parameters(self.model, parameters)
+        torch.manual_seed(silo_seed(self.seed, round, "server"))
+        self.model.eval()
+        return _floats(self._evaluate(self.model, self._data.hook_view(), round), "server_evaluate")
+
+    @torch.no_grad()
+    def samples(self, parameters: ArrayDict) -> dict[str, np.ndarray]:
+        """``{row label: float images (n, H, W)}`` from the task's ``samples`` hook."""
+        if self._samples is None:
+            return {}
+        set_parameters(self.model, parameters)
+        self.model.eval()
+        rows = self._samples(self.model, np.random.default_rng(self.seed))
+        out = {}
+        for label, images in rows.items():
+            array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+            out[str(label)] = array.reshape(-1, *array.shape[-2:]).astype(np.float32)
+        return out

@@ -66,6 +66,9 @@ class ServerConfig(_Strict):
         "127.0.0.1:7355", description="HOST:PORT silos connect to in a deployment (written into their kits)."
     )
     wait_timeout_s: float = Field(120.0, gt=0, description="How long to wait for min_available_clients silos.")
+    evaluate_every: int = Field(
+        1, ge=1, description="Central evaluation (and a task's server hooks) every N rounds; always the last."
+    )
     stall_timeout_s: float = Field(
         60.0, gt=0, description="A transfer with no progress for this long is given up (a slow one is not)."
     )

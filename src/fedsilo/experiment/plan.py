@@ -149,6 +149,12 @@ def build_plan(config: ExperimentConfig, silo_data: bool = True) -> Plan:
     except FedsiloError as exc:
         problems.insert(0, exc.one_line())
         task = None
+    hooks = [name for name in ("server_evaluate", "samples") if task is not None and task.hook(name)]
+    if hooks and config.server.data is None:
+        problems.append(
+            f"the task defines {' and '.join(f'{h}()' for h in hooks)}, which the server runs on server.data, "
+            "but server.data is not set -> set server.data to a folder with a test split"
+        )
 
     prepare_note = _prepare_note(config, problems) if silo_data else None
     needs_test = config.strategy.fraction_evaluate > 0

@@ -12,6 +12,14 @@ A task module defines:
   or "test"), as ``(x, y)`` arrays or a torch Dataset. The default reads ``<folder>/<split>.npz``
   as written by ``fedsilo data split``.
 - ``loss()`` (optional, PyTorch): the training loss module; cross-entropy by default.
+- ``fit(model, data, settings) -> metrics`` and ``evaluate(model, data) -> (loss, metrics)``
+  (optional, PyTorch): the task's own local training and evaluation instead of the supervised
+  loop (a GAN, several optimizers, custom metrics). ``data`` is ``(x, y)`` as tensors on the
+  device (or the task's Dataset), ``settings`` the ``TrainSettings`` of the round.
+- ``server_evaluate(model, data, round) -> metrics`` and ``samples(model, rng) -> {label: images}``
+  (optional, PyTorch): what the server computes from the global model on ``server.data``'s test
+  split every ``server.evaluate_every`` rounds, instead of the supervised evaluation; the sample
+  images are saved as a PNG grid in the run folder and shown in the report.
 - ``train(params, data, settings, rng)`` and ``evaluate(params, data)`` (required for NumPy tasks).
 
 The framework is told by what ``model()`` returns; torch and scikit-learn are imported only if the
@@ -158,6 +166,27 @@ class Task:
             parts.append(fn(Path(folder), split))
         return _pool(parts)
 
+    def hook(self, name: str) -> Any:
+        """The task's optional function ``name``, or None."""
+        fn = getattr(self.module, name, None)
+        return fn if callable(fn) else None
+
+    def server_hooks(self, folder: Path, seed: int, device: str = "auto") -> Any:
+        """A ``ServerHooks`` over ``folder``'s test split if the task has server-side hooks, else None."""
+        evaluate, samples = self.hook("server_evaluate"), self.hook("samples")
+        if evaluate is None and samples is None:
+            return None
+        model = self.build_model(seed)
+        if self.framework_of(model) != TORCH:
+            raise TaskError(
+                f"server_evaluate()/samples() in {self.path} need a PyTorch task, "
+                f"but model() returned {type(model).__name__}",
+                "return a torch.nn.Module from model(), or remove those functions",
+            )
+        from fedsilo.client.torch import ServerHooks
+
+        return ServerHooks(model, lambda: self.load_data([folder], "test"), evaluate, samples, seed, device)
+
     def make_client(self, folders: Sequence[Path], seed: int, device: str = "auto", model: Any = None) -> Client:
         """A client over ``folders`` (one silo's folder; several only for the pooled baseline).
 
@@ -176,7 +205,8 @@ class Task:
             from fedsilo.client.torch import TorchClient
 
             loss = self.module.loss() if callable(getattr(self.module, "loss", None)) else None
-            return TorchClient(model, train, test, loss=loss, device=device)
+            fit, evaluate = self.hook("fit"), self.hook("evaluate")
+            return TorchClient(model, train, test, loss=loss, device=device, fit_hook=fit, evaluate_hook=evaluate)
         if self.framework_of(model) == SKLEARN:
             from fedsilo.client.sklearn import SklearnClient
 

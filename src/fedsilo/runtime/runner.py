@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedsilo.arrays import ArrayDict, Layout
-from fedsilo.client.base import Client
 from fedsilo.data.split import SplitReport, split_dataset
 from fedsilo.errors import ConfigError, RunDirError
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.plan import build_plan, make_strategy
 from fedsilo.experiment.task import Task
 from fedsilo.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
+from fedsilo.runtime.evaluation import CentralEvaluator, central_evaluator
 from fedsilo.runtime.simulation import POOLED, WorkerPool
 
 if TYPE_CHECKING:
@@ -110,12 +110,6 @@ def in_process_transport(config: ExperimentConfig, task: Task, with_pooled: bool
     )
 
 
-def central_evaluator(config: ExperimentConfig, task: Task) -> Client | None:
-    if config.server.data is None:
-        return None
-    return task.make_client([config.server.data], config.seed, config.train.device)
-
-
 def open_run(
     config: ExperimentConfig, source_text: str, resume: Path | None, local_silos: bool = True
 ) -> tuple[RunDir, Checkpoint | None]:
@@ -181,7 +175,7 @@ def run_experiment(
             params, state, start = ckpt.parameters, ckpt.state, ckpt.round + 1
         else:
             params, state, start = initial, make_strategy(config).initial_state(initial), 1
-        evaluator = central_evaluator(config, task)
+        evaluator = central_evaluator(config, task, run)
         if transport_factory is not None:
             transport = transport_factory(run)
         elif isinstance(pool, WorkerPool):
@@ -201,8 +195,9 @@ def run_experiment(
                 wait_timeout=config.server.wait_timeout_s,
                 failed_rounds_allowed=config.server.failed_rounds_allowed,
                 secure_aggregation=secagg,
+                evaluate_every=config.server.evaluate_every,
             ),
-            central_evaluate=(lambda p: _loss_metrics(evaluator, p)) if evaluator else None,
+            central_evaluate=evaluator,
             observers=[run, *observers, *([tracker] if tracker else [])],
             checkpoint=lambda r, p, s: save_checkpoint(checkpoints, r, p, s),
             expected_silos=[s.name for s in config.silos],
@@ -244,20 +239,16 @@ def secagg_settings(config: ExperimentConfig) -> SecAggSettings | None:
     )  # fmt: skip
 
 
-def _loss_metrics(client: Client, params: ArrayDict) -> tuple[float, dict[str, float]]:
-    loss, n, metrics = client.evaluate(params, {})
-    return loss, {**metrics, "num_examples": float(n)}
-
-
 def run_baselines(
-    config: ExperimentConfig, transport: Transport, initial: ArrayDict, evaluator: Client | None
+    config: ExperimentConfig, transport: Transport, initial: ArrayDict, evaluator: CentralEvaluator | None
 ) -> dict[str, Any]:
     """Same total budget as the federated run: every silo alone, and all data pooled in one place.
 
     Each model trains ``rounds x epochs`` epochs from the same initial model (the learning rate
     follows the same per-round decay), so it sees each of its examples as often as the federated
     model did. Each is scored on the server's test set and on every silo's own test split, which is
-    what tells a hospital whether federating helps it.
+    what tells a hospital whether federating helps it. A task with a ``samples`` hook also gets
+    each baseline's grid as ``samples/baseline_<silo>.png`` (``baseline_centralized.png``).
     """
     if evaluator is None:
         return {"skipped": "baselines need server.data (a server-side test set) to compare models on"}
@@ -273,7 +264,8 @@ def run_baselines(
     timeout = config.server.round_timeout_s * config.rounds
     for reply in transport.fit([*silos, POOLED], FitIns(0, initial, fit_config), timeout=timeout):
         if isinstance(reply, FitRes):
-            loss, metrics = _loss_metrics(evaluator, reply.parameters)
+            name = "centralized" if reply.silo == POOLED else reply.silo
+            loss, metrics = evaluator(config.rounds, reply.parameters, f"baseline_{name}")
             results[reply.silo] = {"loss": loss, **metrics, "train_examples": reply.num_examples}
             models[reply.silo] = {k: v.copy() for k, v in reply.parameters.items()}  # replies are views
         else:

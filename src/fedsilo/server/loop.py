@@ -35,7 +35,8 @@ from fedsilo.strategy.base import Strategy, StrategyState
 from fedsilo.transport.base import Transport
 
 Row = dict[str, Any]
-CentralEvaluate = Callable[[ArrayDict], tuple[float, dict[str, float]]]
+#: Scores the global model of a round on server-side data: ``(round, params) -> (loss or None, metrics)``.
+CentralEvaluate = Callable[[int, ArrayDict], tuple[float | None, dict[str, Any]]]
 
 
 class Observer(Protocol):
@@ -60,6 +61,7 @@ class LoopSettings:
     max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES
     failed_rounds_allowed: int = 0  # consecutive failed rounds that keep the last good model and go on
     secure_aggregation: SecAggSettings | None = None  # None: silos send their models in the clear
+    evaluate_every: int = 1  # central evaluation at round 0, every N rounds and at the last round
 
 
 Checkpointer = Callable[[int, ArrayDict, StrategyState], object]
@@ -81,9 +83,10 @@ class ServerLoop:
         return row
 
     def evaluate_central(self, round: int, params: ArrayDict) -> Row | None:
-        if self.central_evaluate is None:
+        every = self.settings.evaluate_every
+        if self.central_evaluate is None or not (round % every == 0 or round == self.settings.rounds):
             return None
-        loss, metrics = self.central_evaluate(params)
+        loss, metrics = self.central_evaluate(round, params)
         return self._emit(
             {"round": round, "scope": "server", "silo": None, "phase": "evaluate", "loss": loss, **metrics}
         )

@@ -16,6 +16,15 @@ def _fmt(metrics: Mapping[str, Any], keys: Sequence[str]) -> str:
     return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float | int))
 
 
+def _server_keys(row: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+    """The usual metrics of a classifier, or (a task's own ``server_evaluate``) loss and its numbers."""
+    if "accuracy" in row:
+        return list(keys)
+    skip = {"loss", "round", "time", "num_examples"}
+    own = sorted(k for k, v in row.items() if k not in skip and isinstance(v, float | int) and not isinstance(v, bool))
+    return ["loss", *own]
+
+
 class ConsoleProgress:
     def __init__(self, rounds: int, console: Console | None = None, verbose: bool = True) -> None:
         self.rounds = rounds
@@ -54,7 +63,7 @@ class ConsoleProgress:
         parts = []
         for row in rows:
             if row.get("scope") == "server":
-                parts.append(f"server test: {_fmt(row, keys)}")
+                parts.append(f"server test: {_fmt(row, _server_keys(row, keys))}")
             elif row.get("scope") == "federated":
                 worst = f"  worst {row['worst_silo']} {row['worst_accuracy']:.4f}" if "worst_silo" in row else ""
                 parts.append(f"silos' tests: {_fmt(row, keys)}{worst}")

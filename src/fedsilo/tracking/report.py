@@ -1,6 +1,7 @@
 """``report.html``: one self-contained page that shows what a run did, round by round.
 
-It is built only from the run folder (``metrics.jsonl``, ``summary.json``, ``config.json``), so it
+It is built only from the run folder (``metrics.jsonl``, ``summary.json``, ``config.json``, and
+the sample grids under ``samples/`` of a generative task, embedded as ``data:`` URIs), so it
 can be rebuilt at any time with ``fedsilo report RUN_DIR``, also for a run that stopped early.
 The page has no script and loads nothing: charts are inline SVG (see ``charts.py``), so it opens
 offline and can be mailed or archived as one file.
@@ -17,6 +18,7 @@ from typing import Any
 
 from fedsilo.errors import RunDirError
 from fedsilo.tracking.charts import Series, bar_chart, line_chart
+from fedsilo.tracking.images import sample_grids, samples_section
 from fedsilo.tracking.run_dir import CONFIG, SUMMARY, RunDir
 
 REPORT = "report.html"
@@ -37,6 +39,8 @@ h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bot
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f6f6f6}
 pre{background:#f6f6f6;padding:10px;overflow:auto;font-size:12px}.note{color:#8a6d3b}
+figure{margin:0}figure img{image-rendering:pixelated;width:var(--w);border:1px solid #e3e3e3}
+figcaption{font-size:12px;color:#555}
 """
 
 
@@ -205,8 +209,14 @@ def summary_section(summary: Mapping[str, Any]) -> str:
     return f"<h2>Result</h2>{_table(['final model', *map(_label, keys)], rows)}{text}{failures}"
 
 
-def render_report(config: Mapping[str, Any], rows: Sequence[Row], summary: Mapping[str, Any], title: str) -> str:
-    """The whole page as one string (pure: no file access)."""
+def render_report(
+    config: Mapping[str, Any],
+    rows: Sequence[Row],
+    summary: Mapping[str, Any],
+    title: str,
+    images: Mapping[str, bytes] | None = None,
+) -> str:
+    """The whole page as one string (pure: no file access; ``images`` maps a grid's path to its PNG)."""
     silos = [s["name"] for s in config.get("silos", []) if isinstance(s, Mapping) and "name" in s]
     last = max((r["round"] for r in rows), default=0)
     meta = f"{len(silos)} silos: {escape(', '.join(silos))} &middot; {last} rounds"
@@ -220,6 +230,7 @@ def render_report(config: Mapping[str, Any], rows: Sequence[Row], summary: Mappi
         silo_section(rows, silos, "fit"),
         failure_section(rows),
         baseline_section(summary),
+        samples_section(sample_grids(rows, summary), images or {}),
         f"<h2>Configuration</h2><pre>{escape(json.dumps(config, indent=2))}</pre>",
     ]
     return (
@@ -237,12 +248,14 @@ def write_report(run_dir: Path) -> Path:
         summary_path = run.path / SUMMARY
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         rows = run.metrics()
+        paths = [path for _, path, _ in sample_grids(rows, summary)]
+        images = {p: (run.path / p).read_bytes() for p in paths if (run.path / p).is_file()}
     except (OSError, ValueError) as exc:
         raise RunDirError(
             f"cannot read the run folder {run.path}: {exc}", "check the folder is a complete run"
         ) from None
     path = run.path / REPORT
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(render_report(config, rows, summary, run.path.name), encoding="utf-8")
+    tmp.write_text(render_report(config, rows, summary, run.path.name, images), encoding="utf-8")
     tmp.replace(path)
     return path

@@ -2,7 +2,8 @@
 
 Layout: ``experiment.yaml`` (the file as given), ``config.json`` (resolved, absolute paths),
 ``metrics.jsonl`` (one JSON object per line), ``checkpoints/round_NNNN.safetensors``,
-``model.safetensors`` and ``summary.json``. Lines are flushed as written, so a crash loses at
+``model.safetensors``, ``summary.json`` and, for a task with a ``samples`` hook,
+``samples/<name>.png`` (grids of generated images). Lines are flushed as written, so a crash loses at
 most the round in flight.
 """
 
@@ -23,6 +24,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 MODEL = "model.safetensors"
 CHECKPOINTS = "checkpoints"
+SAMPLES = "samples"
 
 
 def _json_default(value: Any) -> Any:
@@ -108,6 +110,13 @@ class RunDir:
         path = self.path / MODEL
         save_file(params, path, metadata)
         return path
+
+    def write_samples(self, name: str, png: bytes) -> str:
+        """Save a sample grid as ``samples/<name>.png``; returns its path relative to the run folder."""
+        folder = self.path / SAMPLES
+        folder.mkdir(exist_ok=True)
+        (folder / f"{name}.png").write_bytes(png)
+        return f"{SAMPLES}/{name}.png"
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         path = self.path / SUMMARY
