@@ -206,6 +206,19 @@ class LocalDPClient(TorchClient):
         self.accountant = accountant if accountant is not None else PrivacyAccountant()
         self._train_set: Any = None
 
+    @classmethod
+    def over(cls, client: TorchClient, dp: LocalDP, accountant: PrivacyAccountant | None = None) -> LocalDPClient:
+        """DP-SGD over an existing PyTorch client's model, data and loss (what a silo agent switches to)."""
+        return cls(
+            client.model,
+            client._train_data_fn,
+            client._test_data_fn,
+            dp,
+            client.loss_fn,
+            str(client.device),
+            accountant,
+        )
+
     def fit(self, parameters: ArrayDict, config: Config) -> tuple[ArrayDict, int, dict[str, float]]:
         if self._train_set is None:
             self._train_set = as_dataset(self._train_data_fn())

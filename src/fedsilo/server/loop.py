@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fedsilo.arrays import ArrayDict, spec_of
-from fedsilo.errors import RoundFailed, UpdateRejected
+from fedsilo.compression import Codec
+from fedsilo.errors import RoundFailed
 from fedsilo.messages import (
     DEFAULT_MAX_UPDATE_BYTES,
     Config,
@@ -21,11 +22,11 @@ from fedsilo.messages import (
     Failure,
     FitIns,
     FitRes,
-    check_num_examples,
-    check_update,
 )
 from fedsilo.server.registry import EVALUATE, FIT, round_rng, sample_silos, wait_for_silos
-from fedsilo.strategy.base import Strategy, StrategyState
+from fedsilo.server.uplink import receive_fit
+from fedsilo.silo.uplink import codec_config
+from fedsilo.strategy.base import SpendsPrivacy, Strategy, StrategyState
 from fedsilo.transport.base import Transport
 
 Row = dict[str, Any]
@@ -53,6 +54,7 @@ class LoopSettings:
     wait_timeout: float = 60.0
     max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES
     failed_rounds_allowed: int = 0  # consecutive failed rounds that keep the last good model and go on
+    codec: Codec = field(default_factory=Codec)  # how silos encode their updates (the loop decodes)
 
 
 Checkpointer = Callable[[int, ArrayDict, StrategyState], object]
@@ -67,6 +69,7 @@ class ServerLoop:
     observers: Sequence[Observer] = ()
     checkpoint: Checkpointer | None = None
     expected_silos: Sequence[str] = ()
+    stopped: str | None = field(default=None, init=False)  # why training ended before settings.rounds
 
     def _emit(self, row: Row) -> Row:
         for obs in self.observers:
@@ -89,6 +92,10 @@ class ServerLoop:
                 obs.on_round_end(0, [row] if row else [])
         failed_in_a_row = 0
         for rnd in range(start_round, self.settings.rounds + 1):
+            if isinstance(self.strategy, SpendsPrivacy):
+                self.stopped = self.strategy.stop_reason(rnd, state)
+                if self.stopped is not None:  # the budget is kept: not an error, the run ends here
+                    break
             try:
                 params, state = self.run_round(rnd, params, state)
                 failed_in_a_row = 0
@@ -118,23 +125,31 @@ class ServerLoop:
         for obs in self.observers:
             obs.on_round_start(rnd, selected)
 
-        config = {**self.settings.fit_config, **self.strategy.fit_config(rnd, state), "seed": self.settings.seed}
+        config = {
+            **self.settings.fit_config,
+            **self.strategy.fit_config(rnd, state),
+            **codec_config(self.settings.codec),
+            "seed": self.settings.seed,
+        }
         expected = spec_of(params)
         aggregation = self.strategy.begin(rnd, params, state)
         rows: list[Row] = []
         failures: list[Failure] = []
+        wire = {"upload_bytes": 0, "upload_bytes_raw": 0}
         for reply in self.transport.fit(selected, FitIns(rnd, params, config), self.settings.round_timeout):
+            sizes: Row = {}
             if isinstance(reply, FitRes):
-                try:
-                    check_update(reply.silo, reply.parameters, expected, self.settings.max_update_bytes)
-                    check_num_examples(reply.silo, reply.num_examples)
-                except UpdateRejected as exc:
-                    reply = Failure(reply.silo, exc.message, "rejected")
+                got = receive_fit(reply, params, expected, self.settings.codec, self.settings.max_update_bytes)
+                sizes = {"upload_bytes": got.upload_bytes, "upload_bytes_raw": got.upload_bytes_raw}
+                wire = {k: wire[k] + sizes[k] for k in wire}
+                if got.result is None:
+                    reply = Failure(reply.silo, got.rejected or "rejected", "rejected")
                 else:
+                    reply = got.result
                     aggregation.add(reply)
             for obs in self.observers:
                 obs.on_reply(rnd, "fit", reply)
-            rows.append(self._emit(_reply_row(rnd, "fit", reply)))
+            rows.append(self._emit({**_reply_row(rnd, "fit", reply), **sizes}))
             if isinstance(reply, Failure):
                 failures.append(reply)
 
@@ -146,6 +161,9 @@ class ServerLoop:
                 "fix the failing silos (see metrics.jsonl) and resume with `fedsilo run --resume RUN_DIR`",
             )
         params, state = aggregation.finish()
+        privacy = self.strategy.round_metrics(state) if isinstance(self.strategy, SpendsPrivacy) else {}
+        server = {"round": rnd, "scope": "server", "silo": None, "phase": "fit", "updates": aggregation.count}
+        rows.append(self._emit({**server, **wire, **privacy}))
 
         central = self.evaluate_central(rnd, params)
         if central:
