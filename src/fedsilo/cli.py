@@ -61,6 +61,11 @@ def validate(experiment: Annotated[Path, typer.Argument(help="The experiment YAM
         out.print(escape(f"strategy {config.strategy.name}" + (f" ({params})" if params else "") + f": {rounds}"))
         server = _short(config.server.data) if config.server.data else "none (no central evaluation)"
         out.print(f"server test data: {escape(server)} ({_n(plan.server_test_examples)} examples)")
+        if plan.epsilon is not None and config.privacy.dp is not None:
+            d = config.privacy.dp
+            epsilon, allowed = plan.epsilon
+            stop = "" if allowed >= config.rounds else f"; target_epsilon={d.target_epsilon:g} stops it after {allowed}"
+            out.print(f"central DP: epsilon {epsilon:.3f} at delta {d.delta:g} after {config.rounds} rounds{stop}")
         plan.raise_if_invalid()
         out.print("[green]valid[/green]")
 

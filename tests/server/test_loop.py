@@ -94,7 +94,7 @@ class Recorder:
         self.ends.append(round)
 
     def fit_rows(self, rnd: int) -> dict[str, dict[str, Any]]:
-        return {r["silo"]: r for r in self.rows if r["round"] == rnd and r["phase"] == "fit"}
+        return {r["silo"]: r for r in self.rows if r["round"] == rnd and r["phase"] == "fit" and r["scope"] == "silo"}
 
 
 def make_loop(
@@ -198,7 +198,7 @@ def test_central_evaluation_at_round_zero_and_after_each_round_with_checkpoints(
     assert [s["w"][0] for s in seen] == pytest.approx([0.0, -0.6, -1.2])
     assert [(r, p["b"][0]) for r, p in saved] == [(1, pytest.approx(-0.6)), (2, pytest.approx(-1.2))]
 
-    server_rows = [r for r in rec.rows if r["scope"] == "server"]
+    server_rows = [r for r in rec.rows if r["scope"] == "server" and r["phase"] == "evaluate"]
     assert [r["round"] for r in server_rows] == [0, 1, 2]
     assert all(r["silo"] is None and r["phase"] == "evaluate" for r in server_rows)
     assert [r["loss"] for r in server_rows] == [1.0, 2.0, 3.0]
