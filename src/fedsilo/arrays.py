@@ -151,7 +151,7 @@ def wire_size(spec: Mapping[str, ArraySpec]) -> int:
             "data_offsets": [offset, offset + size],
         }
         offset += size
-    text = len(json.dumps(header, separators=(",", ":")).encode())
+    text = len(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode())
     return 8 + (text + 7) // 8 * 8 + offset
 
 
