@@ -255,7 +255,7 @@ def test_wire_size_equals_the_length_of_the_safetensors_bytes() -> None:
             "t::topk": np.zeros(33, np.uint32),
             "big": np.zeros(123_457, np.float32),
         },
-        {"empty": np.zeros((0, 3), np.float32), "ünï\"code": np.zeros(2, np.bool_)},
+        {"empty": np.zeros((0, 3), np.float32), 'ünï"code': np.zeros(2, np.bool_)},
     ]
     for arrays in cases:
         assert wire_size(spec_of(arrays)) == len(to_bytes(arrays))

@@ -27,9 +27,7 @@ def rows_of(metrics: list[dict[str, Any]], scope: str) -> list[dict[str, Any]]:
     return [r for r in metrics if r["scope"] == scope and r["phase"] == "fit"]
 
 
-def test_q8_in_a_real_run_sends_at_most_026_of_float32_per_silo(
-    cli, make_experiment, run_folder, metrics_of
-) -> None:
+def test_q8_in_a_real_run_sends_at_most_026_of_float32_per_silo(cli, make_experiment, run_folder, metrics_of) -> None:
     path = make_experiment(task=TASKS / "wide_torch.py", extra={"compression": {"codec": "q8"}})
     run_ok(cli, path)
     run = run_folder(path.parent / "runs")
@@ -130,7 +128,9 @@ def test_privacy_settings_that_cannot_work_are_refused_before_training(cli, make
     assert result.exit_code == 2 and "strategy median looks at each update on its own" in result.stderr
     numpy_local = make_experiment(folder="local", extra={"privacy": {"local_dp": {"noise_multiplier": 1.0}}})
     result = cli("validate", numpy_local)
-    assert result.exit_code == 5 and "privacy.local_dp trains with Opacus (PyTorch) but the task is numpy" in result.stderr
+    assert (
+        result.exit_code == 5 and "privacy.local_dp trains with Opacus (PyTorch) but the task is numpy" in result.stderr
+    )
     topk = make_experiment(folder="topk", extra={"compression": {"codec": "topk", "topk_fraction": 0.6}})
     result = cli("validate", topk)
     assert result.exit_code == 2 and "topk_fraction=0.6" in result.stderr

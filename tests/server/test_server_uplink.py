@@ -73,7 +73,9 @@ def test_q8_updates_are_decoded_averaged_and_counted() -> None:
     # constant updates quantize exactly (step 0): (1 * 0.25 + 3 * -0.75) / 4 = -0.5
     np.testing.assert_allclose(params["w"], -0.5, atol=1e-7)
     fit = {r["silo"]: r for r in rows.rows if r["phase"] == "fit" and r["scope"] == "silo"}
-    assert fit["bad"]["failure_kind"] == "rejected" and "q8 codes must be uint8 of shape (1000,)" in fit["bad"]["failure"]
+    assert (
+        fit["bad"]["failure_kind"] == "rejected" and "q8 codes must be uint8 of shape (1000,)" in fit["bad"]["failure"]
+    )
     q8 = wire_size(encoded_spec(spec_of(initial()), Codec("q8")))
     raw = wire_size(spec_of(initial()))
     assert fit["a"]["upload_bytes"] == q8 and fit["a"]["upload_bytes_raw"] == raw

@@ -26,7 +26,12 @@ def test_codec_round_trips_through_the_fit_config() -> None:
         assert codec_of({"lr": 0.1, **codec_config(codec)}) == codec
     assert codec_config(Codec()) == {} and codec_of({}) == Codec()
     keys = local_dp_config(1.2, 0.5, 1e-5, True)
-    assert local_dp_of({"lr": 0.1, **keys}) == {"noise_multiplier": 1.2, "max_grad_norm": 0.5, "delta": 1e-5, "poisson": 1.0}
+    assert local_dp_of({"lr": 0.1, **keys}) == {
+        "noise_multiplier": 1.2,
+        "max_grad_norm": 0.5,
+        "delta": 1e-5,
+        "poisson": 1.0,
+    }
     assert local_dp_of({"lr": 0.1}) is None
 
 
