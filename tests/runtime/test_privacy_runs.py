@@ -24,7 +24,8 @@ def run_ok(cli, *args: Any) -> Any:
 
 
 def rows_of(metrics: list[dict[str, Any]], scope: str) -> list[dict[str, Any]]:
-    return [r for r in metrics if r["scope"] == scope and r["phase"] == "fit"]
+    """Silos' fit rows, or the server's row of each round."""
+    return [r for r in metrics if r["scope"] == scope and r["phase"] == ("fit" if scope == "silo" else "round")]
 
 
 def test_q8_in_a_real_run_sends_at_most_026_of_float32_per_silo(cli, make_experiment, run_folder, metrics_of) -> None:

@@ -79,10 +79,10 @@ def test_q8_updates_are_decoded_averaged_and_counted() -> None:
     q8 = wire_size(encoded_spec(spec_of(initial()), Codec("q8")))
     raw = wire_size(spec_of(initial()))
     assert fit["a"]["upload_bytes"] == q8 and fit["a"]["upload_bytes_raw"] == raw
-    server = [r for r in rows.rows if r["scope"] == "server" and r["phase"] == "fit"]
+    server = [r for r in rows.rows if r["scope"] == "server" and r["phase"] == "round"]
     bad = wire_size(spec_of(Garbage().fit(FitIns(1, {})).parameters))
     assert server == [
-        {"round": 1, "scope": "server", "silo": None, "phase": "fit", "updates": 2,
+        {"round": 1, "scope": "server", "silo": None, "phase": "round", "updates": 2,
          "upload_bytes": 2 * q8 + bad, "upload_bytes_raw": 3 * raw},
     ]  # fmt: skip
 
@@ -91,7 +91,7 @@ def test_central_dp_rows_carry_the_accountants_epsilon_each_round() -> None:
     inner = FedAvg(Sampling(fraction_fit=0.5, fraction_evaluate=0.0, min_fit_clients=1))
     strategy = CentralDP(inner, noise_multiplier=1.3, clip_norm=0.5, expected_silos=1, sampling_rate=0.5)
     _, rows = run(strategy, Codec(), {"a": agent("a", 2, 0.1), "c": agent("c", 4, 0.2)}, rounds=3)
-    server = [r for r in rows.rows if r["scope"] == "server" and r["phase"] == "fit"]
+    server = [r for r in rows.rows if r["scope"] == "server" and r["phase"] == "round"]
     expected = [PrivacyAccountant().record(PrivacyEvent(1.3, 0.5, n)).epsilon(1e-5) for n in (1, 2, 3)]
     assert [r["epsilon"] for r in server] == expected
     assert all(r["delta"] == 1e-5 and r["clip_norm"] == 0.5 and r["updates"] == 1 for r in server)

@@ -118,7 +118,7 @@ def privacy_summary(strategy: Strategy, state: StrategyState, rows: Sequence[Map
         privacy["local"] = dict(sorted(local.items()))  # the last round's value: epsilons only grow
     if privacy:
         out["privacy"] = privacy
-    fits = [r for r in rows if r["scope"] == "server" and r.get("phase") == "fit" and "upload_bytes" in r]
+    fits = [r for r in rows if r["scope"] == "server" and r.get("phase") == "round" and "upload_bytes" in r]
     sent, raw = sum(r["upload_bytes"] for r in fits), sum(r["upload_bytes_raw"] for r in fits)
     if raw:
         out["upload"] = {"bytes": sent, "bytes_float32": raw, "ratio": round(sent / raw, 4)}

@@ -162,7 +162,8 @@ class ServerLoop:
             )
         params, state = aggregation.finish()
         privacy = self.strategy.round_metrics(state) if isinstance(self.strategy, SpendsPrivacy) else {}
-        server = {"round": rnd, "scope": "server", "silo": None, "phase": "fit", "updates": aggregation.count}
+        # the round's own row: bytes uploaded and privacy spent (phase "round": not a silo's fit)
+        server = {"round": rnd, "scope": "server", "silo": None, "phase": "round", "updates": aggregation.count}
         rows.append(self._emit({**server, **wire, **privacy}))
 
         central = self.evaluate_central(rnd, params)

@@ -53,7 +53,7 @@ class ConsoleProgress:
             return
         parts = []
         for row in rows:
-            if row.get("scope") == "server" and row.get("phase") == "fit":
+            if row.get("scope") == "server" and row.get("phase") == "round":
                 parts.extend(_spent(row))
             elif row.get("scope") == "server":
                 parts.append(f"server test: {_fmt(row, keys)}")

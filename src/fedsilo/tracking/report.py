@@ -98,7 +98,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def global_section(rows: Sequence[Row]) -> str:
     """The global model per round: on the server's test set, and over the silos' own test sets."""
-    server = [r for r in rows if r["scope"] == "server" and r.get("phase") != "fit"]
+    server = [r for r in rows if r["scope"] == "server" and r.get("phase") == "evaluate"]
     fed = [r for r in rows if r["scope"] == "federated"]
     charts = []
     for key in metric_keys([*server, *fed]):
@@ -122,7 +122,7 @@ def global_section(rows: Sequence[Row]) -> str:
 
 def round_section(rows: Sequence[Row]) -> str:
     """What each round spent: epsilon (central DP) and bytes uploaded, from the server's fit rows."""
-    server = [r for r in rows if r["scope"] == "server" and r.get("phase") == "fit" and "failure" not in r]
+    server = [r for r in rows if r["scope"] == "server" and r.get("phase") == "round"]
     keys = [k for k in ("epsilon", "clip_norm", "upload_bytes", "upload_bytes_raw") if any(k in r for r in server)]
     charts = [_chart(f"per round: {_label(k)}", [_series("server", server, k)], _label(k)) for k in keys]
     intro = "Epsilon at the configured delta after each round (central DP), and the bytes silos uploaded."
