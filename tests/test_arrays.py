@@ -239,3 +239,23 @@ def test_views_of_refuses_damaged_bytes(corrupt) -> None:
     data = to_bytes({"w": np.zeros((2, 3), np.float32)})
     with pytest.raises(ValueError):
         views_of(corrupt(data))
+
+
+def test_wire_size_equals_the_length_of_the_safetensors_bytes() -> None:
+    from fedsilo.arrays import spec_of, to_bytes, wire_size
+
+    cases = [
+        {"w": np.zeros((3, 4), np.float32), "b": np.zeros(4, np.float32), "w::q8": np.zeros(2)},
+        {
+            "conv.weight": np.ones((16, 1, 3, 3), np.float32),
+            "x": np.zeros((), np.float64),
+            "i": np.arange(5),
+            "u": np.zeros(1000, np.uint8),
+            "h": np.zeros(7, np.float16),
+            "t::topk": np.zeros(33, np.uint32),
+            "big": np.zeros(123_457, np.float32),
+        },
+        {"empty": np.zeros((0, 3), np.float32), 'ünï"code': np.zeros(2, np.bool_)},
+    ]
+    for arrays in cases:
+        assert wire_size(spec_of(arrays)) == len(to_bytes(arrays))

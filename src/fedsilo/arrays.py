@@ -129,6 +129,32 @@ def num_bytes(arrays: Mapping[str, np.ndarray]) -> int:
     return sum(int(a.nbytes) for a in arrays.values())
 
 
+_CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+def wire_size(spec: Mapping[str, ArraySpec]) -> int:
+    """Length of :func:`to_bytes` for arrays of this spec, without serializing them.
+
+    The header is laid out as safetensors writes it (compact JSON, metadata first, tensors by
+    descending alignment then name, padded to 8 bytes), so bytes on the wire can be recorded per
+    update at no cost; tests check it against ``len(to_bytes(...))``.
+    """
+    meta = {ORDER_KEY: json.dumps(list(spec))}
+    header: dict[str, object] = {"__metadata__": meta}
+    offset = 0
+    for name in sorted(spec, key=lambda k: (-np.dtype(spec[k].dtype).itemsize, k)):
+        s = spec[name]
+        size = int(np.prod(s.shape, dtype=np.int64)) * np.dtype(s.dtype).itemsize
+        header[name] = {
+            "dtype": _CODES[np.dtype(s.dtype)],
+            "shape": list(s.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    text = len(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode())
+    return 8 + (text + 7) // 8 * 8 + offset
+
+
 @dataclass(frozen=True, slots=True)
 class ArraySpec:
     """What an array must look like: the contract a received update is checked against."""
@@ -152,8 +178,12 @@ class Layout:
 
     @classmethod
     def of(cls, arrays: Mapping[str, np.ndarray]) -> Layout:
+        return cls.of_spec(spec_of(arrays))
+
+    @classmethod
+    def of_spec(cls, specs_by_name: Mapping[str, ArraySpec]) -> Layout:
         names, specs, offsets, pos = [], [], [], 0
-        for name, spec in spec_of(arrays).items():
+        for name, spec in specs_by_name.items():
             names.append(name)
             specs.append(spec)
             offsets.append(pos)

@@ -61,6 +61,17 @@ def validate(experiment: Annotated[Path, typer.Argument(help="The experiment YAM
         out.print(escape(f"strategy {config.strategy.name}" + (f" ({params})" if params else "") + f": {rounds}"))
         server = _short(config.server.data) if config.server.data else "none (no central evaluation)"
         out.print(f"server test data: {escape(server)} ({_n(plan.server_test_examples)} examples)")
+        sa = config.privacy.secure_aggregation
+        if sa is not None:
+            mode = f"SecAgg+ with {sa.neighbours} neighbours" if sa.neighbours else "SecAgg"
+            t = sa.threshold or "a strict majority"
+            out.print(f"secure aggregation: {mode}, threshold {t}, {sa.ring_bits}-bit ring: the server sees only sums")
+        if plan.epsilon is not None and config.privacy.dp is not None:
+            d = config.privacy.dp
+            epsilon, allowed = plan.epsilon
+            stop = "" if allowed >= config.rounds else f"; target_epsilon={d.target_epsilon:g} stops it after {allowed}"
+            kind = "distributed DP (the silos add the noise)" if sa is not None else "central DP"
+            out.print(f"{kind}: epsilon {epsilon:.3f} at delta {d.delta:g} after {config.rounds} rounds{stop}")
         plan.raise_if_invalid()
         out.print("[green]valid[/green]")
 

@@ -61,6 +61,16 @@ def print_summary(summary: dict[str, Any]) -> None:
         out.print(_baseline_table(summary))
     elif "skipped" in base:
         out.print(f"[yellow]baselines skipped: {escape(base['skipped'])}[/yellow]")
+    central = (summary.get("privacy") or {}).get("central")
+    if central:
+        out.print(
+            f"central DP: epsilon {central['epsilon']:.3f} at delta {central['delta']:g} ({central['rounds']} rounds)"
+        )
+    upload = summary.get("upload") or {}
+    if upload.get("ratio", 1.0) != 1.0:
+        out.print(f"uploaded {upload['bytes']:,} bytes, {upload['ratio']:.4f} of float32's {upload['bytes_float32']:,}")
+    if summary.get("stopped_early"):
+        out.print(f"[yellow]{escape(summary['stopped_early'])}[/yellow]")
     if summary.get("failures"):
         out.print(f"[yellow]{summary['failures']} silo failures during the run (see metrics.jsonl)[/yellow]")
     out.print(f"run folder: {escape(summary['run_dir'])}  ({summary['duration_s']:.1f}s)")

@@ -270,3 +270,43 @@ def _decode_one(name: str, encoded: Mapping[str, np.ndarray], s: ArraySpec) -> n
 def wire_bytes(arrays: Mapping[str, np.ndarray]) -> int:
     """Size of ``arrays`` as the safetensors bytes the transport sends (header included)."""
     return len(to_bytes(arrays))
+
+
+# --- updates in runs: what a silo encodes and the server adds back ---------------------------------
+
+
+def update_of(model: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> ArrayDict:
+    """What a silo encodes: ``model - reference`` for float arrays (small, centred), others as they are.
+
+    Integer and boolean arrays (e.g. a step counter) are sent whole, since codecs pass them through
+    unchanged and a difference of counters means nothing to the receiver.
+    """
+    return {k: np.subtract(a, reference[k], dtype=a.dtype) if _is_float(a) else a for k, a in model.items()}
+
+
+def model_from(update: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> ArrayDict:
+    """The inverse of :func:`update_of`: ``reference + update`` for float arrays, others as received."""
+    return {k: np.add(reference[k], a, dtype=a.dtype) if _is_float(a) else a for k, a in update.items()}
+
+
+def encoded_spec(spec: Mapping[str, ArraySpec], codec: Codec) -> dict[str, ArraySpec]:
+    """The names, shapes and dtypes ``encode`` produces for arrays of ``spec``: known in advance.
+
+    Every codec's output size depends only on the spec (top-k keeps ``ceil(fraction * size)``
+    entries, at least one), so a buffer for encoded updates can be sized before any silo trains.
+    """
+    out: dict[str, ArraySpec] = {}
+    for name, s in spec.items():
+        if not np.issubdtype(np.dtype(s.dtype), np.floating) or codec.name == "none":
+            out[name] = s
+        elif codec.name == "float16":
+            out[name] = ArraySpec(s.shape, "float16")
+        elif codec.name == "q8":
+            out[name] = ArraySpec(s.shape, "uint8")
+            out[name + SEP + Q8] = ArraySpec((2,), "float64")
+        else:
+            size = int(np.prod(s.shape, dtype=np.int64))
+            keep = min(size, max(1, math.ceil(codec.topk_fraction * size))) if size else 0
+            out[name] = ArraySpec((keep,), s.dtype)
+            out[name + SEP + TOPK] = ArraySpec((keep,), np.dtype(_index_dtype(size)).name)
+    return out

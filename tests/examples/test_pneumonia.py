@@ -73,3 +73,18 @@ def test_pneumonia_validates_then_runs_one_round(cli, pneumonia_experiment: Path
     used += [s["data"] for s in config["silos"]]
     assert all(Path(p).is_relative_to(root) for p in used), used
     assert Path(summary["run_dir"]).is_relative_to(root)
+
+
+@pytest.mark.parametrize("name", ["dp.yaml", "dp_30.yaml"])
+def test_the_dp_examples_stay_within_epsilon_8_at_delta_1e5(name: str) -> None:
+    from fedsilo.experiment.config import load_config
+    from fedsilo.experiment.privacy_plan import projected_epsilon
+    from fedsilo.privacy.accounting import PrivacyAccountant, PrivacyEvent
+
+    config, _ = load_config(EXAMPLE / name)
+    assert config.privacy.dp is not None and config.privacy.dp.delta == 1e-5
+    projected = projected_epsilon(config)
+    assert projected is not None
+    epsilon, allowed = projected
+    assert epsilon == PrivacyAccountant().record(PrivacyEvent(2.2, 1.0, 10)).epsilon(1e-5)
+    assert epsilon <= 8 and allowed == config.rounds == 10

@@ -45,7 +45,7 @@ def test_server_hooks_run_every_n_rounds_and_write_sample_grids(
     start = float(Task.load(GAN_TASK).initial_parameters(0)["generator.bias"].astype(np.float64).sum())
     mean = train_mean(root, ["a", "b", "c"])
 
-    server = [r for r in metrics_of(run) if r["scope"] == "server"]
+    server = [r for r in metrics_of(run) if r["scope"] == "server" and r["phase"] == "evaluate"]
     assert [r["round"] for r in server] == [0, 2, 3]  # round 0, every 2nd, and the last
     for row in server:
         assert row["seen_round"] == row["round"] and row["rows"] == 40  # the server's test split

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsilo.arrays import load_file
+from fedsilo.arrays import load_file, spec_of, wire_size
+from fedsilo.compression import Codec, encoded_spec
 from fedsilo.experiment.config import load_config
 from fedsilo.runtime.processes import run_processes
 from fedsilo.runtime.runner import run_experiment
@@ -248,3 +249,23 @@ def test_a_server_whose_silos_do_not_come_names_them_and_exits_non_zero(cli, mak
     assert "missing: a, b, c" in result.stderr and "min_available_clients=2" in result.stderr
     wrong = cli("server", exp, "--kit", tmp_path / "kits" / "a")
     assert wrong.exit_code == 9 and "not the server's" in wrong.stderr
+
+
+def test_codecs_and_central_dp_over_grpc_give_the_simulations_model(make_experiment, metrics_of) -> None:
+    """q8 updates and DP-FedAvg through real silo processes (gRPC + mTLS on 127.0.0.1) and the pool."""
+    extra = {
+        "server": {"heartbeat_s": 0.5},
+        "compression": {"codec": "q8"},
+        "privacy": {"dp": {"noise_multiplier": 1.0, "clip_norm": 1.0}},
+    }
+    config, text = load_config(make_experiment(workers=2, extra=extra))
+    simulated = run_experiment(config, text)
+    processes = run_processes(config.model_copy(update={"output": config.output.parent / "runs_p"}), text)
+    for name, value in simulated.parameters.items():
+        np.testing.assert_allclose(processes.parameters[name], value, rtol=0, atol=1e-6)
+    assert processes.summary["failures"] == 0
+    assert processes.summary["privacy"] == simulated.summary["privacy"]
+    fits = [r for r in metrics_of(processes.run_dir) if r["scope"] == "silo" and r["phase"] == "fit"]
+    q8 = wire_size(encoded_spec(spec_of(simulated.parameters), Codec("q8")))  # a tiny model: headers dominate
+    assert len(fits) == 6 and all(r["upload_bytes"] == q8 for r in fits)
+    assert processes.summary["upload"] == simulated.summary["upload"]

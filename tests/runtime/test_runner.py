@@ -62,7 +62,7 @@ def test_run_writes_the_run_folder(cli, make_experiment, run_folder, metrics_of)
     rows = metrics_of(run)
     assert {r["scope"] for r in rows} == {"server", "silo", "federated"}
     assert all(isinstance(r["round"], int) for r in rows)
-    server = [r for r in rows if r["scope"] == "server"]
+    server = [r for r in rows if r["scope"] == "server" and r["phase"] == "evaluate"]
     assert [r["round"] for r in server] == [0, 1, 2, 3]
     for r in server:
         assert r["silo"] is None

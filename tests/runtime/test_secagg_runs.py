@@ -64,3 +64,32 @@ def test_a_secure_run_over_processes_matches_simulation(make_experiment, metrics
     rows = [r for r in metrics_of(processes.run_dir) if r.get("phase") == "secagg"]
     assert len(rows) == 6 and all(r["secagg_sent_bytes"] > 0 for r in rows)
     assert "round 2: fit" in (processes.run_dir / "logs" / "a.log").read_text()
+
+
+def test_distributed_dp_with_secure_aggregation_reports_epsilon_and_uses_uniform_weights(
+    cli, make_experiment, run_folder, metrics_of
+) -> None:
+    """Silo-side clipping and noise, the accountant's epsilon per round; nearly noise-free here, so the
+    model is the central-DP run's (uniform weights over the same silos), not example-weighted FedAvg."""
+    from fedsilo.privacy.accounting import PrivacyAccountant, PrivacyEvent
+
+    dp = {"noise_multiplier": 1e-7, "clip_norm": 50.0}
+    secure = make_experiment(
+        folder="sdp", workers=2, rounds=2, seed=5, extra={"privacy": {**SECAGG["privacy"], "dp": dp}}
+    )
+    central = make_experiment(folder="cdp", workers=2, rounds=2, seed=5, extra={"privacy": {"dp": dp}})
+    plain = make_experiment(folder="pdp", workers=2, rounds=2, seed=5)
+    for path in (secure, central, plain):
+        run_ok(cli, path)
+    a, b = model_of(run_folder, central), model_of(run_folder, secure)
+    for k in a:  # the two runs draw their (tiny, std ~5e-6) noise differently
+        np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-4)
+    weighted, uniform = model_of(run_folder, plain), model_of(run_folder, secure)
+    assert any(np.abs(weighted[k] - uniform[k]).max() > 1e-3 for k in weighted)
+    rounds = [
+        r for r in metrics_of(run_folder(secure.parent / "runs")) if r["scope"] == "server" and r["phase"] == "round"
+    ]
+    expected = [PrivacyAccountant().record(PrivacyEvent(1e-7, 1.0, n)).epsilon(1e-5) for n in (1, 2)]
+    assert [r["epsilon"] for r in rounds] == expected
+    assert [r["updates"] for r in rounds] == [3, 3]
+    assert all(r["upload_bytes"] > 0 for r in rounds)

@@ -126,7 +126,7 @@ def test_a_dead_worker_is_a_disconnect_and_the_round_goes_on(cli, make_experimen
     assert rows[(2, "b")]["num_examples"] == 24
     for key in ((1, "a"), (1, "c"), (2, "a"), (2, "c")):
         assert "failure" not in rows[key]
-    server = [r for r in metrics_of(run) if r["scope"] == "server"]
+    server = [r for r in metrics_of(run) if r["scope"] == "server" and r["phase"] == "evaluate"]
     assert [r["round"] for r in server] == [0, 1, 2]
 
 

@@ -94,7 +94,7 @@ class Recorder:
         self.ends.append(round)
 
     def fit_rows(self, rnd: int) -> dict[str, dict[str, Any]]:
-        return {r["silo"]: r for r in self.rows if r["round"] == rnd and r["phase"] == "fit"}
+        return {r["silo"]: r for r in self.rows if r["round"] == rnd and r["phase"] == "fit" and r["scope"] == "silo"}
 
 
 def make_loop(
@@ -198,7 +198,7 @@ def test_central_evaluation_at_round_zero_and_after_each_round_with_checkpoints(
     assert [s["w"][0] for s in seen] == pytest.approx([0.0, -0.6, -1.2])
     assert [(r, p["b"][0]) for r, p in saved] == [(1, pytest.approx(-0.6)), (2, pytest.approx(-1.2))]
 
-    server_rows = [r for r in rec.rows if r["scope"] == "server"]
+    server_rows = [r for r in rec.rows if r["scope"] == "server" and r["phase"] == "evaluate"]
     assert [r["round"] for r in server_rows] == [0, 1, 2]
     assert all(r["silo"] is None and r["phase"] == "evaluate" for r in server_rows)
     assert [r["loss"] for r in server_rows] == [1.0, 2.0, 3.0]
@@ -283,7 +283,7 @@ def test_no_federated_evaluation_when_fraction_evaluate_is_zero() -> None:
         sampling=Sampling(fraction_evaluate=0.0, min_fit_clients=1),
     )
     loop.run(initial(), StrategyState())
-    assert {r["phase"] for r in rec.rows} == {"fit"}
+    assert {r["phase"] for r in rec.rows} == {"fit", "round"}  # silos' fits and the round's own row
 
 
 class ZeroExamples:
@@ -382,7 +382,7 @@ def test_central_evaluation_every_n_rounds_keeps_round_zero_and_the_last() -> No
     )
     loop.run(initial(), StrategyState())
     assert seen == [0, 2, 4, 5]
-    server = [r for r in rec.rows if r["scope"] == "server"]
+    server = [r for r in rec.rows if r["scope"] == "server" and r["phase"] == "evaluate"]
     assert [(r["round"], r["loss"]) for r in server] == [(0, None), (2, None), (4, None), (5, None)]
     assert [r["w0"] for r in server] == pytest.approx([0.0, -1.2, -2.4, -3.0])  # -0.6 per round
     assert rec.ends == [0, 1, 2, 3, 4, 5]

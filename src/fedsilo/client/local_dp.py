@@ -90,7 +90,12 @@ def _expected_warnings_hidden() -> Iterator[None]:
 
 def check_model(model: nn.Module) -> None:
     """Refuse layers Opacus cannot clip per sample, naming every one (TaskError)."""
-    problems = ModuleValidator.validate(model, strict=False)
+    was_training = model.training
+    model.train()  # the validator refuses eval mode, which the last evaluation may have left
+    try:
+        problems = ModuleValidator.validate(model, strict=False)
+    finally:
+        model.train(was_training)
     if problems:
         raise TaskError(
             "the model cannot be trained with local DP-SGD: " + "; ".join(str(p) for p in problems),
@@ -122,6 +127,7 @@ def train_epochs_private(
     """``s.epochs`` epochs of DP-SGD on ``model`` in place; returns metrics and the updated accountant."""
     if s.proximal_mu > 0:
         raise ConfigError("local DP-SGD cannot add FedProx's proximal term", "set proximal_mu to 0 or drop local DP")
+    model.train()  # Opacus refuses a model in eval mode, which the last evaluation leaves it in
     check_model(model)
     reduction = getattr(loss_fn, "reduction", "mean")
     if reduction not in ("mean", "sum"):
@@ -205,6 +211,19 @@ class LocalDPClient(TorchClient):
         self.dp = dp
         self.accountant = accountant if accountant is not None else PrivacyAccountant()
         self._train_set: Any = None
+
+    @classmethod
+    def over(cls, client: TorchClient, dp: LocalDP, accountant: PrivacyAccountant | None = None) -> LocalDPClient:
+        """DP-SGD over an existing PyTorch client's model, data and loss (what a silo agent switches to)."""
+        return cls(
+            client.model,
+            client._train_data_fn,
+            client._test_data_fn,
+            dp,
+            client.loss_fn,
+            str(client.device),
+            accountant,
+        )
 
     def fit(self, parameters: ArrayDict, config: Config) -> tuple[ArrayDict, int, dict[str, float]]:
         if self._train_set is None:

@@ -193,6 +193,23 @@ class ExperimentConfig(_Strict):
             raise ValueError("privacy.secure_aggregation: " + "; ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _dp_and_codecs_fit_the_rest(self) -> ExperimentConfig:
+        problems = []
+        if self.privacy.dp is not None and self.strategy.name in INDIVIDUAL_UPDATE_STRATEGIES:
+            problems.append(
+                f"privacy.dp releases a noised mean, but strategy {self.strategy.name} looks at each update "
+                "on its own (use fedavg, fedprox, fedavgm, fedadam, fedyogi or fedadagrad with privacy.dp)"
+            )
+        if self.compression.codec == "topk" and self.compression.topk_fraction > 0.5:
+            problems.append(
+                f"compression.topk_fraction={self.compression.topk_fraction} sends values and indices, more bytes "
+                "than the plain update (use at most 0.5, or codec none)"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def fit_config(self) -> dict[str, Any]:
         """Training settings as the flat config a silo's client reads."""
         return self.train.model_dump()

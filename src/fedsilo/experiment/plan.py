@@ -17,6 +17,7 @@ from fedsilo.data.loaders import check_silo_folder
 from fedsilo.errors import DataError, FedsiloError, PlanError
 from fedsilo.experiment import strategy_config as sc
 from fedsilo.experiment.config import ExperimentConfig
+from fedsilo.experiment.privacy_plan import privacy_problems, projected_epsilon, with_privacy
 from fedsilo.experiment.task import Task
 from fedsilo.server.registry import sample_count
 from fedsilo.strategy.aggregate import krum_min_updates, trim_count
@@ -47,6 +48,7 @@ class Plan:
     fit_per_round: int = 0
     evaluate_per_round: int = 0
     problems: tuple[str, ...] = field(default=())
+    epsilon: tuple[float, int] | None = None  # central DP: epsilon after the rounds, and rounds the target allows
 
     def raise_if_invalid(self) -> None:
         if self.problems:
@@ -54,7 +56,11 @@ class Plan:
 
 
 def make_strategy(config: ExperimentConfig) -> Strategy:
-    """The strategy object the ``strategy:`` section describes."""
+    """The strategy object the ``strategy:`` section describes, inside central DP if ``privacy.dp`` asks."""
+    return with_privacy(config, _strategy(config))
+
+
+def _strategy(config: ExperimentConfig) -> Strategy:
     s = config.strategy
     sampling = Sampling(
         s.fraction_fit, s.fraction_evaluate, s.min_fit_clients, s.min_evaluate_clients, s.min_available_clients
@@ -185,6 +191,7 @@ def build_plan(config: ExperimentConfig, silo_data: bool = True) -> Plan:
         except FedsiloError as exc:
             problems.append(f"server.data: {exc.one_line()}")
 
+    problems.extend(privacy_problems(config, framework))
     s, n = config.strategy, len(config.silos)
     return Plan(
         config,
@@ -198,6 +205,7 @@ def build_plan(config: ExperimentConfig, silo_data: bool = True) -> Plan:
         if s.fraction_evaluate > 0
         else 0,
         problems=tuple(problems),
+        epsilon=projected_epsilon(config) if not any(p.startswith("privacy.dp") for p in problems) else None,
     )
 
 

@@ -36,7 +36,9 @@ class SecureAggregationConfig(_Strict):
 class CentralDPConfig(_Strict):
     """DP-FedAvg (McMahan et al. 2018), with adaptive clipping (Andrew et al. 2021) on request."""
 
-    noise_multiplier: float = Field(ge=0, description="Noise std on the sum of clipped updates, in units of clip_norm.")
+    noise_multiplier: float = Field(
+        gt=0, description="Noise std on the sum of clipped updates, in units of clip_norm (> 0: 0 gives no privacy)."
+    )
     clip_norm: float = Field(1.0, gt=0, description="L2 bound C on each silo's update (the start value if adaptive).")
     delta: float = Field(1e-5, gt=0, lt=1, description="The delta of the reported (epsilon, delta).")
     target_epsilon: float | None = Field(

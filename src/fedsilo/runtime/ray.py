@@ -8,6 +8,10 @@ model is put in Ray's object store once per round and read by every actor withou
 silo; silos are handed out largest first to whichever actor is free. Seeds derive from (seed,
 round, silo) and each actor uses one thread, so the same seed gives the same model as the local
 engine. Silo data folders must be readable at the same paths on every node (a shared file system).
+What silos keep between rounds (top-k residuals, local-DP accountants) is written to one folder on
+the driver's machine that every actor reads: on a cluster of several machines it must be shared
+too (set ``FEDSILO_SILO_STATE`` to a folder on the shared file system), or an actor on another node
+starts the silo's residual afresh and its local epsilon from that node's last record.
 
 Ray is the one framework here that pickles: inside a Ray cluster, which is one trust domain (the
 experimenter's own machines). Nothing crosses to another party this way.
@@ -16,6 +20,8 @@ experimenter's own machines). Nothing crosses to another party this way.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,12 +35,13 @@ from fedsilo.errors import ConfigError, FedsiloError
 from fedsilo.messages import Config, EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 from fedsilo.runtime.simulation import POOLED
 from fedsilo.silo.agent import SiloAgent, describe
+from fedsilo.silo.state import SiloState
 
 
 class SiloWorker:
     """One Ray actor: the task loaded once, one model object, the silos it served recently."""
 
-    def __init__(self, task_path: str, seed: int, device: str, max_cached_silos: int) -> None:
+    def __init__(self, task_path: str, seed: int, device: str, max_cached_silos: int, state_dir: str) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         from fedsilo.experiment.task import Task
 
@@ -46,12 +53,14 @@ class SiloWorker:
         self._model = self._task.build_model(seed)
         self._seed, self._device, self._max = seed, device, max_cached_silos
         self._agents: OrderedDict[str, SiloAgent] = OrderedDict()
+        self._state = SiloState(Path(state_dir))
 
     def _agent(self, silo: str, folders: Sequence[str]) -> SiloAgent:
         agent = self._agents.pop(silo, None) or SiloAgent(
             silo,
             partial(self._task.make_client, [Path(f) for f in folders], self._seed, self._device, model=self._model),
             self._seed,
+            self._state,
         )
         self._agents[silo] = agent
         while len(self._agents) > self._max:
@@ -106,7 +115,9 @@ class RayTransport:
                 ) from None
         count = workers if isinstance(workers, int) and workers > 0 else int(ray.cluster_resources().get("CPU", 1))
         self._actor_class: Any = ray.remote(num_cpus=1)(SiloWorker)  # Ray's stubs do not type actor handles
-        self._args = (str(task_path), seed, device, max_cached_silos)
+        shared = os.environ.get("FEDSILO_SILO_STATE")
+        self._state_dir = tempfile.mkdtemp(prefix="fedsilo-silo-state-", dir=shared or None)
+        self._args = (str(task_path), seed, device, max_cached_silos, self._state_dir)
         self._actors: list[Any] = [self._actor_class.remote(*self._args) for _ in range(max(1, count))]
 
     def available(self) -> list[str]:
@@ -216,5 +227,6 @@ class RayTransport:
         for actor in self._actors:
             ray.kill(actor, no_restart=True)
         self._actors = []
+        shutil.rmtree(self._state_dir, ignore_errors=True)
         if self._own and ray.is_initialized():
             ray.shutdown()

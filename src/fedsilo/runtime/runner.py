@@ -20,6 +20,7 @@ from fedsilo.data.split import SplitReport, split_dataset
 from fedsilo.errors import ConfigError, RunDirError
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.plan import build_plan, make_strategy
+from fedsilo.experiment.privacy_plan import codec_of, privacy_fit_config, privacy_summary
 from fedsilo.experiment.task import Task
 from fedsilo.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
 from fedsilo.runtime.evaluation import CentralEvaluator, central_evaluator
@@ -179,23 +180,25 @@ def run_experiment(
         if transport_factory is not None:
             transport = transport_factory(run)
         elif isinstance(pool, WorkerPool):
-            pool.attach(Layout.of(initial))
+            pool.attach(Layout.of(initial), codec_of(config))
         elif pool is None:
             transport = in_process_transport(config, task, baselines)
         assert transport is not None
         checkpoints = run.checkpoints
+        strategy = make_strategy(config)
         loop = ServerLoop(
             transport,
-            make_strategy(config),
+            strategy,
             LoopSettings(
                 config.rounds,
                 config.seed,
-                config.fit_config(),
+                {**config.fit_config(), **privacy_fit_config(config)},
                 config.server.round_timeout_s,
                 wait_timeout=config.server.wait_timeout_s,
                 failed_rounds_allowed=config.server.failed_rounds_allowed,
                 secure_aggregation=secagg,
                 evaluate_every=config.server.evaluate_every,
+                codec=codec_of(config),
             ),
             central_evaluate=evaluator,
             observers=[run, *observers, *([tracker] if tracker else [])],
@@ -216,6 +219,9 @@ def run_experiment(
 
     run.write_model(params, {"rounds": str(config.rounds), "seed": str(config.seed)})
     summary = summarize(config, run, time.monotonic() - started, base)
+    summary.update(privacy_summary(strategy, state, run.metrics()))
+    if loop.stopped is not None:
+        summary["stopped_early"] = loop.stopped
     summary["report"] = str(run.path / REPORT)
     run.write_summary(summary)
     write_report(run.path)

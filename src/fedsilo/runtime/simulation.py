@@ -20,7 +20,9 @@ import contextlib
 import multiprocessing
 import os
 import re
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections import deque
@@ -31,10 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from fedsilo.arrays import Layout
+from fedsilo.compression import Codec, encoded_spec
 from fedsilo.errors import FedsiloError
 from fedsilo.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 from fedsilo.runtime.pool_exchange import pipe_exchange
 from fedsilo.runtime.worker import Attach, SharedBuffer, WorkerSetup, buffer_of, worker_main
+from fedsilo.silo.uplink import upload_layout
 
 START_TIMEOUT_S = 180.0
 POOLED = "__pooled__"  # pseudo-silo holding every silo's data: the centralized baseline
@@ -117,13 +121,17 @@ class WorkerPool:
         self._ctx = start_context(Path(task_path))
         self._shms: list[SharedMemory] = []
         self._layout: Layout | None = None
+        self._reply_layout: Layout | None = None
         self._next_buffer = 0
         self._call_id = 0
         self._sizes: dict[str, int] = {}
         self._holder: dict[str, int] = {}  # silo -> index of the worker holding its secagg session
         self._start_timeout = start_timeout
         threads = max(1, (os.cpu_count() or 1) // workers)
-        self._setup = WorkerSetup(str(task_path), seed, device, threads, max_cached_silos)
+        # A silo may run on any worker, and a worker may drop it from its cache: what silos keep
+        # between rounds (top-k residuals, local-DP accountants) lives in one folder they all read.
+        self._state_dir = tempfile.mkdtemp(prefix="fedsilo-silo-state-")
+        self._setup = WorkerSetup(str(task_path), seed, device, threads, max_cached_silos, self._state_dir)
         self._workers: list[_Worker] = []
         self._start_error: BaseException | None = None
         # Starting blocks until the fork server has imported the task's libraries: do it on a thread
@@ -140,8 +148,11 @@ class WorkerPool:
         except BaseException as exc:  # re-raised by attach() on the caller's thread
             self._start_error = exc
 
-    def attach(self, layout: Layout) -> None:
-        """Wait for every worker to be ready, then give them the model's shared-memory buffers."""
+    def attach(self, layout: Layout, codec: Codec | None = None) -> None:
+        """Wait for every worker to be ready, then give them the model's shared-memory buffers.
+
+        Result slots fit the model and, with ``codec``, its encoded update (which has other arrays).
+        """
         try:
             self._starter.join()
             if self._start_error is not None:
@@ -149,7 +160,13 @@ class WorkerPool:
             for w in self._workers:
                 self._await_ready(w, self._start_timeout)
             self._layout = layout
-            self._shms = [SharedBuffer(create=True, size=layout.size) for _ in range(2 + 2 * len(self._workers))]
+            slot = (
+                layout.size
+                if codec is None
+                else max(layout.size, Layout.of_spec(encoded_spec(layout.spec(), codec)).size)
+            )
+            self._shms = [SharedBuffer(create=True, size=layout.size) for _ in range(2)]
+            self._shms += [SharedBuffer(create=True, size=slot) for _ in range(2 * len(self._workers))]
             for w in self._workers:
                 w.conn.send(self._attach_for(w.index))
         except BaseException:
@@ -215,6 +232,7 @@ class WorkerPool:
         if self._layout is None:
             raise FedsiloError("the worker pool was used before attach(layout)")
         layout = self._layout
+        self._reply_layout = upload_layout(layout, config)  # where this call's updates lie in the slots
         self._call_id += 1
         call_id, buffer = self._call_id, self._next_buffer
         self._next_buffer ^= 1
@@ -282,8 +300,8 @@ class WorkerPool:
             if kept:  # secure aggregation: the update stays in this worker, whose steps come next
                 self._holder[silo] = index
                 return FitRes(silo, {}, n, metrics)
-            assert self._layout is not None
-            params = self._layout.view(buffer_of(self._shms[2 + 2 * index + slot]))
+            assert self._reply_layout is not None
+            params = self._reply_layout.view(buffer_of(self._shms[2 + 2 * index + slot]))
             return FitRes(silo, params, n, metrics)
         if msg[0] == "evaluate":
             _, _, silo, loss, n, metrics = msg
@@ -303,6 +321,7 @@ class WorkerPool:
             with contextlib.suppress(FileNotFoundError):
                 shm.unlink()
         self._shms = []
+        shutil.rmtree(self._state_dir, ignore_errors=True)
 
     def __enter__(self) -> WorkerPool:
         return self

@@ -24,6 +24,8 @@ from fedsilo.arrays import Layout
 from fedsilo.errors import FedsiloError
 from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes, check_update
 from fedsilo.silo.agent import SiloAgent, describe
+from fedsilo.silo.state import SiloState
+from fedsilo.silo.uplink import upload_layout
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class WorkerSetup:
     device: str
     threads: int
     max_cached_silos: int
+    state_dir: str | None = None  # silos' top-k residuals and local-DP accountants, shared by all workers
 
 
 @dataclass(frozen=True)
@@ -99,11 +102,12 @@ def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
         conn.send(("error", describe(exc)))
         return
     agents: OrderedDict[str, SiloAgent] = OrderedDict()
+    state = SiloState(Path(setup.state_dir) if setup.state_dir else None)
     try:
         attach: Attach = conn.recv()
         if not isinstance(attach, Attach):  # "stop" before any work
             return
-        layout, spec = attach.layout, attach.layout.spec()
+        layout = attach.layout
         shms = [SharedBuffer(name=n) for n in (*attach.global_names, *attach.slot_names)]
         globals_, slots = shms[:2], shms[2:]
         while True:
@@ -115,7 +119,7 @@ def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
                 continue
             kind, call_id, silo, folders, buffer, slot, rnd, config = msg
             agent = agents.pop(silo, None) or SiloAgent(
-                silo, partial(task.make_client, folders, setup.seed, setup.device, model=model), setup.seed
+                silo, partial(task.make_client, folders, setup.seed, setup.device, model=model), setup.seed, state
             )
             agents[silo] = agent
             while len(agents) > setup.max_cached_silos:
@@ -126,8 +130,9 @@ def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
                 kept = isinstance(res, FitRes) and not res.parameters  # secure aggregation: the update stays here
                 if isinstance(res, FitRes) and not kept:
                     try:
-                        check_update(silo, res.parameters, spec)
-                        layout.write(res.parameters, buffer_of(slots[slot]))
+                        up = upload_layout(layout, config)  # the model's, or its encoded form's
+                        check_update(silo, res.parameters, up.spec())
+                        up.write(res.parameters, buffer_of(slots[slot]))
                     except FedsiloError as exc:
                         res = Failure(silo, exc.message, "rejected")
                 reply: tuple[Any, ...] = (

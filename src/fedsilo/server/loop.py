@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict, spec_of
+from fedsilo.arrays import ArrayDict, spec_of, wire_size
+from fedsilo.compression import Codec
 from fedsilo.errors import RoundFailed, UpdateRejected
 from fedsilo.messages import (
     DEFAULT_MAX_UPDATE_BYTES,
@@ -27,11 +28,12 @@ from fedsilo.messages import (
     FitIns,
     FitRes,
     check_num_examples,
-    check_update,
 )
 from fedsilo.server.registry import EVALUATE, FIT, round_rng, sample_silos, wait_for_silos
 from fedsilo.server.secure_aggregation import SecAggSettings, secure_mean
-from fedsilo.strategy.base import Strategy, StrategyState
+from fedsilo.server.uplink import receive_fit
+from fedsilo.silo.uplink import codec_config
+from fedsilo.strategy.base import SpendsPrivacy, Strategy, StrategyState
 from fedsilo.transport.base import Transport
 
 Row = dict[str, Any]
@@ -62,6 +64,7 @@ class LoopSettings:
     failed_rounds_allowed: int = 0  # consecutive failed rounds that keep the last good model and go on
     secure_aggregation: SecAggSettings | None = None  # None: silos send their models in the clear
     evaluate_every: int = 1  # central evaluation at round 0, every N rounds and at the last round
+    codec: Codec = field(default_factory=Codec)  # how silos encode their updates (the loop decodes)
 
 
 Checkpointer = Callable[[int, ArrayDict, StrategyState], object]
@@ -76,6 +79,7 @@ class ServerLoop:
     observers: Sequence[Observer] = ()
     checkpoint: Checkpointer | None = None
     expected_silos: Sequence[str] = ()
+    stopped: str | None = field(default=None, init=False)  # why training ended before settings.rounds
 
     def _emit(self, row: Row) -> Row:
         for obs in self.observers:
@@ -99,6 +103,10 @@ class ServerLoop:
                 obs.on_round_end(0, [row] if row else [])
         failed_in_a_row = 0
         for rnd in range(start_round, self.settings.rounds + 1):
+            if isinstance(self.strategy, SpendsPrivacy):
+                self.stopped = self.strategy.stop_reason(rnd, state)
+                if self.stopped is not None:  # the budget is kept: not an error, the run ends here
+                    break
             try:
                 params, state = self.run_round(rnd, params, state)
                 failed_in_a_row = 0
@@ -129,7 +137,12 @@ class ServerLoop:
             obs.on_round_start(rnd, selected)
 
         secagg = self.settings.secure_aggregation
-        config = {**self.settings.fit_config, **self.strategy.fit_config(rnd, state), "seed": self.settings.seed}
+        config = {
+            **self.settings.fit_config,
+            **self.strategy.fit_config(rnd, state),
+            **codec_config(self.settings.codec),
+            "seed": self.settings.seed,
+        }
         if secagg is not None:
             config.update(secagg.fit_config(sampling.min_fit_clients))
         expected = spec_of(params)
@@ -137,24 +150,28 @@ class ServerLoop:
         rows: list[Row] = []
         failures: list[Failure] = []
         kept: dict[str, int] = {}  # secure aggregation: silo -> examples, updates still in the silos
+        wire = {"upload_bytes": 0, "upload_bytes_raw": 0}
         for reply in self.transport.fit(selected, FitIns(rnd, params, config), self.settings.round_timeout):
+            sizes: Row = {}
             if isinstance(reply, FitRes):
-                try:
-                    if secagg is not None:
+                if secagg is not None:
+                    try:
                         _check_kept(reply)
-                    else:
-                        check_update(reply.silo, reply.parameters, expected, self.settings.max_update_bytes)
-                    check_num_examples(reply.silo, reply.num_examples)
-                except UpdateRejected as exc:
-                    reply = Failure(reply.silo, exc.message, "rejected")
+                        kept[reply.silo] = check_num_examples(reply.silo, reply.num_examples)
+                    except UpdateRejected as exc:
+                        reply = Failure(reply.silo, exc.message, "rejected")
                 else:
-                    if secagg is not None:
-                        kept[reply.silo] = int(reply.num_examples)
+                    got = receive_fit(reply, params, expected, self.settings.codec, self.settings.max_update_bytes)
+                    sizes = {"upload_bytes": got.upload_bytes, "upload_bytes_raw": got.upload_bytes_raw}
+                    wire = {k: wire[k] + sizes[k] for k in wire}
+                    if got.result is None:
+                        reply = Failure(reply.silo, got.rejected or "rejected", "rejected")
                     else:
+                        reply = got.result
                         aggregation.add(reply)
             for obs in self.observers:
                 obs.on_reply(rnd, "fit", reply)
-            rows.append(self._emit(_reply_row(rnd, "fit", reply)))
+            rows.append(self._emit({**_reply_row(rnd, "fit", reply), **sizes}))
             if isinstance(reply, Failure):
                 failures.append(reply)
 
@@ -172,7 +189,14 @@ class ServerLoop:
             outcome = secure_mean(self.transport, rnd, params, kept, secagg, rng, max(sampling.min_fit_clients, 1))
             rows.extend(self._emit(row) for row in outcome.rows(rnd))
             aggregation.add(outcome.update)
+            # what crossed the wire instead of the updates: the protocol's messages, beside plain models' size
+            wire = {"upload_bytes": sum(outcome.sent.values()), "upload_bytes_raw": wire_size(expected) * len(kept)}
+        updates = len(outcome.survivors) if secagg is not None else aggregation.count
         params, state = aggregation.finish()
+        privacy = self.strategy.round_metrics(state) if isinstance(self.strategy, SpendsPrivacy) else {}
+        # the round's own row: bytes uploaded and privacy spent (phase "round": not a silo's fit)
+        server = {"round": rnd, "scope": "server", "silo": None, "phase": "round", "updates": updates}
+        rows.append(self._emit({**server, **wire, **privacy}))
 
         central = self.evaluate_central(rnd, params)
         if central:

@@ -7,19 +7,23 @@ which keeps data loading off the start-up path and inside the silo's own process
 With secure aggregation (``secagg: true`` in the fit config) the trained update stays in the agent's
 session for the round (:mod:`fedsilo.silo.secagg_session`) and the fit reply carries no parameters;
 the server then drives the protocol's steps through :meth:`SiloAgent.exchange`.
+
+The server's fit instruction may ask for a codec (the agent then sends its encoded update, see
+:mod:`fedsilo.silo.uplink`) and for local DP-SGD (the agent then trains a PyTorch task with
+Opacus and reports the silo's own ``epsilon``); what either keeps between rounds is in ``state``.
 """
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedsilo.arrays import ArrayDict, ArraySpec, spec_of
 from fedsilo.client.base import Client, silo_seed
-from fedsilo.errors import FedsiloError, UpdateRejected
+from fedsilo.errors import ConfigError, FedsiloError, UpdateRejected
 from fedsilo.messages import (
     EvaluateIns,
     EvaluateRes,
@@ -29,6 +33,10 @@ from fedsilo.messages import (
     clean_metrics,
     update_problems,
 )
+from fedsilo.silo.state import SiloState
+from fedsilo.silo.uplink import encode_upload, local_dp_of
+
+ACCOUNTANT = "local_dp_accountant"
 
 if TYPE_CHECKING:
     from fedsilo.silo.secagg_session import SecAggSession
@@ -45,13 +53,17 @@ def describe(exc: BaseException) -> str:
 
 
 class SiloAgent:
-    def __init__(self, name: str, make_client: Callable[[], Client], seed: int = 0) -> None:
+    def __init__(
+        self, name: str, make_client: Callable[[], Client], seed: int = 0, state: SiloState | None = None
+    ) -> None:
         self.name = name
         self._make_client = make_client
         self._seed = seed
         self._client: Client | None = None
+        self._private: Any = None  # the LocalDPClient over the same model and data, once asked for
         self._spec: dict[str, ArraySpec] | None = None
         self._secagg: SecAggSession | None = None
+        self.state = state if state is not None else SiloState()
 
     @property
     def client(self) -> Client:
@@ -76,10 +88,16 @@ class SiloAgent:
             seed = silo_seed(int(ins.config.get("seed", self._seed)), ins.round, self.name)
             config = {**ins.config, "seed": seed, "round": max(ins.round, 1)}
             self._secagg = None  # a new round: whatever the last one left behind is void
-            params, n, metrics = self.client.fit(ins.parameters, config)
+            dp = local_dp_of(ins.config)
+            client = self.client if dp is None else self._private_client(dp)
+            params, n, metrics = client.fit(ins.parameters, config)
+            if dp is not None:
+                self.state.put_value(self.name, ACCOUNTANT, self._private.accountant.to_dict())
             if ins.config.get("secagg"):
                 self._secagg = self._keep(ins, params, n, seed)
                 params = {}  # the update stays here; only masked bytes will leave
+            else:
+                params = encode_upload(self.name, params, ins.parameters, ins.config, seed, self.state)
             return FitRes(self.name, params, n, clean_metrics(metrics))
         except Exception as exc:  # user code may raise anything; the round must go on
             return Failure(self.name, describe(exc))
@@ -107,6 +125,27 @@ class SiloAgent:
             return self._secagg.step(step, payload)
         except Exception as exc:
             return Failure(self.name, describe(exc))
+
+    def _private_client(self, dp: dict[str, float]) -> Any:
+        """The silo's client with DP-SGD, its accountant as this silo left it (any worker may have)."""
+        try:
+            from fedsilo.client.local_dp import LocalDP, LocalDPClient  # torch and opacus: only now
+            from fedsilo.client.torch import TorchClient
+            from fedsilo.privacy.accounting import PrivacyAccountant
+        except ImportError as exc:
+            raise ConfigError(f"privacy.local_dp needs torch and opacus ({exc})", "pip install 'fedsilo[dp]'") from exc
+        client = self.client
+        if not isinstance(client, TorchClient):
+            raise ConfigError(
+                f"privacy.local_dp trains with Opacus, which needs a PyTorch task, not {type(client).__name__}",
+                "remove privacy.local_dp, or use privacy.dp (central DP works with every task)",
+            )
+        if self._private is None:
+            settings = LocalDP(dp["noise_multiplier"], dp["max_grad_norm"], dp["delta"], bool(dp.get("poisson", 1.0)))
+            self._private = LocalDPClient.over(client, settings)
+        saved = self.state.value(self.name, ACCOUNTANT)
+        self._private.accountant = PrivacyAccountant.from_dict(saved) if saved else PrivacyAccountant()
+        return self._private
 
     def evaluate(self, ins: EvaluateIns) -> EvaluateRes | Failure:
         try:

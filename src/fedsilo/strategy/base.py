@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fedsilo.arrays import ArrayDict
 from fedsilo.messages import Config, FitRes
@@ -66,3 +66,14 @@ class Strategy(Protocol):
 
     def begin(self, round: int, global_parameters: ArrayDict, state: StrategyState) -> Aggregation:
         """Open the aggregation of ``round``."""
+
+
+@runtime_checkable
+class SpendsPrivacy(Protocol):
+    """A strategy that spends a privacy budget (central DP): the server loop asks it two things."""
+
+    def stop_reason(self, round: int, state: StrategyState) -> str | None:
+        """Why ``round`` must not run (it would pass the target epsilon), or None."""
+
+    def round_metrics(self, state: StrategyState) -> dict[str, float]:
+        """What the round's server row records (epsilon, delta, noise multiplier, clip norm)."""

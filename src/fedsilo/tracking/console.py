@@ -62,7 +62,9 @@ class ConsoleProgress:
             return
         parts = []
         for row in rows:
-            if row.get("scope") == "server":
+            if row.get("scope") == "server" and row.get("phase") == "round":
+                parts.extend(_spent(row))
+            elif row.get("scope") == "server":
                 parts.append(f"server test: {_fmt(row, _server_keys(row, keys))}")
             elif row.get("scope") == "federated":
                 worst = f"  worst {row['worst_silo']} {row['worst_accuracy']:.4f}" if "worst_silo" in row else ""
@@ -70,3 +72,14 @@ class ConsoleProgress:
         elapsed = time.monotonic() - self._round_started
         label = "initial model" if round == 0 else f"round {round} done in {elapsed:.1f}s"
         self.console.print(f"  [green]{label}[/green]  " + " | ".join(parts))
+
+
+def _spent(row: Mapping[str, Any]) -> list[str]:
+    """Epsilon so far (central DP) and the round's upload against float32, when they say something."""
+    parts = []
+    if isinstance(row.get("epsilon"), float | int):
+        parts.append(f"epsilon {row['epsilon']:.3f} (delta {row['delta']:g})")
+    sent, raw = row.get("upload_bytes"), row.get("upload_bytes_raw")
+    if isinstance(sent, int) and isinstance(raw, int) and raw > 0 and sent != raw:
+        parts.append(f"uploaded {sent:,} bytes ({sent / raw:.3f} of float32)")
+    return parts

@@ -102,7 +102,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def global_section(rows: Sequence[Row]) -> str:
     """The global model per round: on the server's test set, and over the silos' own test sets."""
-    server = [r for r in rows if r["scope"] == "server"]
+    server = [r for r in rows if r["scope"] == "server" and r.get("phase") == "evaluate"]
     fed = [r for r in rows if r["scope"] == "federated"]
     charts = []
     for key in metric_keys([*server, *fed]):
@@ -122,6 +122,15 @@ def global_section(rows: Sequence[Row]) -> str:
         "splits weighted by their number of examples; <em>worst silo</em> is the lowest single silo."
     )
     return _section("Global model per round", intro, charts)
+
+
+def round_section(rows: Sequence[Row]) -> str:
+    """What each round spent: epsilon (central DP) and bytes uploaded, from the server's fit rows."""
+    server = [r for r in rows if r["scope"] == "server" and r.get("phase") == "round"]
+    keys = [k for k in ("epsilon", "clip_norm", "upload_bytes", "upload_bytes_raw") if any(k in r for r in server)]
+    charts = [_chart(f"per round: {_label(k)}", [_series("server", server, k)], _label(k)) for k in keys]
+    intro = "Epsilon at the configured delta after each round (central DP), and the bytes silos uploaded."
+    return _section("Privacy and bytes per round", intro, charts)
 
 
 def silo_section(rows: Sequence[Row], silos: Sequence[str], phase: str) -> str:
@@ -226,6 +235,7 @@ def render_report(
         f"<h1>fedsilo run: {escape(title)}</h1><p class='meta'>{meta}</p>",
         summary_section(summary),
         global_section(rows),
+        round_section(rows),
         silo_section(rows, silos, "evaluate"),
         silo_section(rows, silos, "fit"),
         failure_section(rows),

@@ -1,0 +1,50 @@
+"""Receiving a silo's update: decode what a codec sent, check it, and count its bytes on the wire.
+
+Bytes are the size of the safetensors bytes the update is (or, in a shared-memory simulation,
+would be) sent as, next to what the same update sends as the plain model (``upload_bytes_raw``),
+so a codec's saving is read off one row. The sizes come from the arrays' specs
+(:func:`fedsilo.arrays.wire_size`): nothing is serialized to count them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedsilo.arrays import ArrayDict, ArraySpec, spec_of, wire_size
+from fedsilo.compression import Codec, decode, model_from
+from fedsilo.errors import UpdateRejected
+from fedsilo.messages import FitRes, check_num_examples, check_update
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An accepted update as the model it stands for (or why it was rejected), and its bytes."""
+
+    result: FitRes | None
+    rejected: str | None
+    upload_bytes: int
+    upload_bytes_raw: int
+
+
+def receive_fit(
+    reply: FitRes, global_parameters: ArrayDict, expected: Mapping[str, ArraySpec], codec: Codec, max_bytes: int
+) -> Received:
+    """Decode ``reply`` with ``codec`` against the global model, then run the usual checks on it."""
+    raw = wire_size(expected)
+    arrays = reply.parameters
+    arrays_only = all(isinstance(a, np.ndarray) for a in arrays.values())
+    size = wire_size(spec_of(arrays)) if arrays_only else raw  # not arrays: check_update names them
+    try:
+        if codec.name != "none":
+            try:
+                arrays = model_from(decode(arrays, expected), global_parameters)
+            except UpdateRejected as exc:
+                raise UpdateRejected(f"update from silo '{reply.silo}' ({codec.name}): {exc.message}") from None
+        check_update(reply.silo, arrays, expected, max_bytes)
+        check_num_examples(reply.silo, reply.num_examples)
+    except UpdateRejected as exc:
+        return Received(None, exc.message, size, raw)
+    return Received(FitRes(reply.silo, arrays, reply.num_examples, reply.metrics), None, size, raw)
