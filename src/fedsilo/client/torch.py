@@ -39,9 +39,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def worker_device(name: str, worker: int, gpus: int) -> str:
+    """The device simulation worker ``worker`` trains on, with ``gpus`` CUDA devices visible.
+
+    ``cuda`` (or ``auto`` with a GPU) spreads workers over the GPUs round-robin, so with one GPU
+    every worker shares it and with four, workers 0..3 take one each; an explicit ``cuda:N`` or
+    ``cpu`` is kept as given.
+    """
+    if name in ("auto", "cuda") and gpus > 1:
+        return f"cuda:{worker % gpus}"
+    if name == "auto":
+        return "cuda" if gpus else "cpu"
+    return name
+
+
+def gpu_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def get_parameters(model: nn.Module) -> ArrayDict:
-    """The model's state as named numpy arrays (copies, so later training cannot change them)."""
-    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    """The model's state as named numpy arrays (copies, so later training cannot change them).
+
+    On a GPU the copy to host memory is the one copy; on the CPU the arrays would share the
+    model's memory, so they are copied once.
+    """
+    state = model.state_dict().items()
+    return {k: v.detach().cpu().numpy() if v.is_cuda else v.detach().numpy().copy() for k, v in state}
 
 
 def set_parameters(model: nn.Module, parameters: ArrayDict) -> None:
@@ -193,6 +216,9 @@ class TorchClient:
         device: str = "auto",
     ) -> None:
         self.device = resolve_device(device)
+        # A worker passes the one model it keeps for all its silos: after the first silo it is
+        # on the device already, and .to() moves nothing. set_parameters copies each round's
+        # global model into the same device tensors, so nothing is reallocated per silo.
         self.model = model.to(self.device)
         self.loss_fn = loss if loss is not None else nn.CrossEntropyLoss()
         self._train_data_fn, self._test_data_fn = train_data, test_data

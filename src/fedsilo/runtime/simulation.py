@@ -73,7 +73,9 @@ class _Worker:
     def __init__(self, ctx: Any, setup: WorkerSetup, index: int) -> None:
         self.index = index
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=worker_main, args=(child, setup), name=f"fedsilo-worker-{index}", daemon=True)
+        self.process = ctx.Process(
+            target=worker_main, args=(child, setup, index), name=f"fedsilo-worker-{index}", daemon=True
+        )
         self.process.start()
         child.close()
         self.silo: str | None = None

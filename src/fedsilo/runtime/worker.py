@@ -66,7 +66,16 @@ def _set_threads(count: int) -> None:
         set_threads(count)
 
 
-def worker_main(conn: connection.Connection, setup: WorkerSetup) -> None:
+def _device(setup: WorkerSetup, index: int) -> str:
+    """This worker's device: several workers share a GPU, and several GPUs are used round-robin."""
+    if "torch" not in sys.modules or setup.device == "cpu":
+        return setup.device
+    from fedsilo.client.torch import gpu_count, worker_device
+
+    return worker_device(setup.device, index, gpu_count())
+
+
+def worker_main(conn: connection.Connection, setup: WorkerSetup, index: int = 0) -> None:
     """A worker's life: load the task once, serve jobs until told to stop, then leave at once.
 
     ``os._exit`` skips the interpreter's teardown (half a second with torch loaded): the worker
@@ -74,7 +83,7 @@ def worker_main(conn: connection.Connection, setup: WorkerSetup) -> None:
     """
     code = 0
     try:
-        _serve(conn, setup)
+        _serve(conn, setup, index)
     except BaseException:
         code = 1
         raise
@@ -84,7 +93,7 @@ def worker_main(conn: connection.Connection, setup: WorkerSetup) -> None:
         os._exit(code)
 
 
-def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
+def _serve(conn: connection.Connection, setup: WorkerSetup, index: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(setup.threads))
     shms: list[SharedMemory] = []
     try:
@@ -93,6 +102,7 @@ def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
         task = Task.load(Path(setup.task_path))
         _set_threads(setup.threads)
         model = task.build_model(setup.seed)
+        device = _device(setup, index)
         conn.send(("ready",))
     except BaseException as exc:  # report why this worker cannot start, then exit
         conn.send(("error", describe(exc)))
@@ -111,7 +121,7 @@ def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
                 return
             kind, call_id, silo, folders, buffer, slot, rnd, config = msg
             agent = agents.pop(silo, None) or SiloAgent(
-                silo, partial(task.make_client, folders, setup.seed, setup.device, model=model), setup.seed
+                silo, partial(task.make_client, folders, setup.seed, device, model=model), setup.seed
             )
             agents[silo] = agent
             while len(agents) > setup.max_cached_silos:
