@@ -162,9 +162,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, as `fedsi
 def data_split(
     source: Annotated[str, typer.Argument(help="A known dataset name (e.g. pneumoniamnist) or an .npz file.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write one sub-folder per silo into.")],
-    silos: Annotated[
-        str | None, typer.Option(help="Comma-separated silo names, e.g. hospital_a,hospital_b.")
-    ] = None,
+    silos: Annotated[str | None, typer.Option(help="Comma-separated silo names, e.g. hospital_a,hospital_b.")] = None,
     num_silos: Annotated[
         int | None, typer.Option(help="Instead of --silos: N silos named silo_00000, silo_00001, ...", min=1)
     ] = None,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fedsilo.arrays import ArrayDict
-from fedsilo.client.base import TrainSettings
+from fedsilo.client.base import TrainSettings, nbytes_of
 from fedsilo.client.metrics import classification_metrics
 from fedsilo.messages import Config
 
@@ -224,6 +224,10 @@ class TorchClient:
         self._train_data_fn, self._test_data_fn = train_data, test_data
         self._train: _TensorData | _DatasetData | None = None
         self._test: _TensorData | _DatasetData | None = None
+
+    def data_bytes(self) -> int:
+        """Bytes of this silo's loaded tensors (a lazily read Dataset counts as 0)."""
+        return nbytes_of(*((d.x, d.y) for d in (self._train, self._test) if isinstance(d, _TensorData)))
 
     def get_parameters(self) -> ArrayDict:
         return get_parameters(self.model)

@@ -98,6 +98,12 @@ class RuntimeConfig(_Strict):
         None, description="With kind ray: 'auto' (or HOST:PORT) joins a running cluster; unset starts a local one."
     )
     workers: int | Literal["auto"] = "auto"
+    cache_mb: float = Field(
+        128.0,
+        ge=0,
+        description="Memory the simulation's workers may keep silos' loaded data in between rounds, all "
+        "together; the least recently used silos' data is dropped first (and read again if sampled again).",
+    )
 
     @field_validator("workers")
     @classmethod

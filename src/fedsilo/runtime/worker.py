@@ -3,7 +3,8 @@
 It reads the global model from shared memory and writes each silo's update into one of its two
 result slots there; only small control messages (which silo, which slot, metrics) go through its
 pipe to the server. One model object serves every silo the worker runs; the silos' clients (and
-so their data) are kept in an LRU cache between rounds.
+so their data) are kept in an LRU cache between rounds, bounded by count and by bytes of data,
+so a silo that is not sampled again soon costs nothing once it has been evicted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class WorkerSetup:
     device: str
     threads: int
     max_cached_silos: int
+    max_cached_bytes: int = 64 << 20  # this worker's share of runtime.cache_mb
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,14 @@ def _device(setup: WorkerSetup, index: int) -> str:
     return worker_device(setup.device, index, gpu_count())
 
 
+def evict(agents: OrderedDict[str, SiloAgent], held: dict[str, int], max_silos: int, max_bytes: int) -> None:
+    """Drop least recently used silos until both bounds hold; the silo just served always stays."""
+    total = sum(held.values())
+    while len(agents) > 1 and (len(agents) > max_silos or total > max_bytes):
+        silo, _ = agents.popitem(last=False)
+        total -= held.pop(silo, 0)
+
+
 def worker_main(conn: connection.Connection, setup: WorkerSetup, index: int = 0) -> None:
     """A worker's life: load the task once, serve jobs until told to stop, then leave at once.
 
@@ -108,6 +118,7 @@ def _serve(conn: connection.Connection, setup: WorkerSetup, index: int) -> None:
         conn.send(("error", describe(exc)))
         return
     agents: OrderedDict[str, SiloAgent] = OrderedDict()
+    held: dict[str, int] = {}  # bytes of data each cached silo holds
     try:
         attach: Attach = conn.recv()
         if not isinstance(attach, Attach):  # "stop" before any work
@@ -124,8 +135,6 @@ def _serve(conn: connection.Connection, setup: WorkerSetup, index: int) -> None:
                 silo, partial(task.make_client, folders, setup.seed, device, model=model), setup.seed
             )
             agents[silo] = agent
-            while len(agents) > setup.max_cached_silos:
-                agents.popitem(last=False)
             params = layout.view(buffer_of(globals_[buffer]))
             if kind == "fit":
                 res = agent.fit(FitIns(rnd, params, config))
@@ -148,6 +157,8 @@ def _serve(conn: connection.Connection, setup: WorkerSetup, index: int) -> None:
                     else ("failure", call_id, silo, ev.reason, ev.kind)
                 )
             del params
+            held[silo] = agent.data_bytes()
+            evict(agents, held, setup.max_cached_silos, setup.max_cached_bytes)
             conn.send(reply)
     except (EOFError, KeyboardInterrupt):
         return

@@ -28,7 +28,9 @@ class ConsoleProgress:
 
     def on_round_start(self, round: int, silos: Sequence[str]) -> None:
         self._round_started = time.monotonic()
-        names = ", ".join(silos[:NAMED_SILOS]) + (f" and {len(silos) - NAMED_SILOS} more" if len(silos) > NAMED_SILOS else "")
+        names = ", ".join(silos[:NAMED_SILOS]) + (
+            f" and {len(silos) - NAMED_SILOS} more" if len(silos) > NAMED_SILOS else ""
+        )
         self.console.print(f"[bold]round {round}/{self.rounds}[/bold]  training on {len(silos)} silos: {names}")
 
     def on_reply(self, round: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> None:
