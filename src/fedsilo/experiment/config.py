@@ -99,7 +99,7 @@ class RuntimeConfig(_Strict):
     )
     workers: int | Literal["auto"] = "auto"
     cache_mb: float = Field(
-        128.0,
+        64.0,
         ge=0,
         description="Memory the simulation's workers may keep silos' loaded data in between rounds, all "
         "together; the least recently used silos' data is dropped first (and read again if sampled again).",

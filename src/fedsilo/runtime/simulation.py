@@ -108,7 +108,7 @@ class WorkerPool:
         workers: int,
         device: str = "auto",
         max_cached_silos: int = 256,
-        cache_bytes: int = 128 << 20,
+        cache_bytes: int = 64 << 20,
         start_timeout: float = START_TIMEOUT_S,
     ) -> None:
         """Start ``workers`` processes; with ``layout=None`` return at once and :meth:`attach` later.

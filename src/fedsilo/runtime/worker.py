@@ -35,7 +35,7 @@ class WorkerSetup:
     device: str
     threads: int
     max_cached_silos: int
-    max_cached_bytes: int = 64 << 20  # this worker's share of runtime.cache_mb
+    max_cached_bytes: int = 32 << 20  # this worker's share of runtime.cache_mb
 
 
 @dataclass(frozen=True)
