@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint browser bench bench-env proto clean
+.PHONY: install demo test lint browser bench bench-scale bench-env proto clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,13 @@ bench-env: .bench/flower/.installed
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py
+
+# The three benchmarks of issue 6, each fedsilo / plain PyTorch / Flower side by side (about 30 min on 2 cores).
+bench-scale: install bench-env
+	$(BIN)/python benchmarks/overhead.py --bench 1 --peer flower
+	$(BIN)/python benchmarks/overhead.py --bench 1 --silos 50 --peer flower
+	$(BIN)/python benchmarks/overhead.py --bench 2 --peer flower
+	$(BIN)/python benchmarks/overhead.py --bench 3 --peer flower --timeout 400
 
 # Regenerate the gRPC code after editing the .proto (grpcio-tools is in the dev extra).
 proto: install

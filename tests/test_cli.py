@@ -6,6 +6,7 @@ code of its class, and never as a traceback.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Callable
@@ -168,3 +169,31 @@ def test_the_summary_compares_models_by_accuracy_or_the_tasks_own_accuracy() -> 
     assert headline_metric({"accuracy": 0.9, "tstr_accuracy": 0.5}) == "accuracy"
     assert headline_metric({"tstr_balanced_accuracy": 0.6, "tstr_accuracy": 0.7, "loss": None}) == "tstr_accuracy"
     assert headline_metric({"generator_bias": 1.0}) == "accuracy"  # nothing to compare by: the table shows "-"
+
+
+def test_validate_of_many_silos_stays_short(cli, make_experiment) -> None:
+    silos = {f"s{i:03d}": 3 for i in range(150)}
+    result = cli("validate", make_experiment(silos=silos, extra={"strategy": {"fraction_fit": 0.1}}))
+    assert result.exit_code == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "experiment 'exp': 150 silos, 2 rounds" in out
+    assert "s019" in out and "s020" not in out
+    assert "130 more" in out and re.search(r"130 not\s", out)  # the rest: counted by their note
+    assert "strategy fedavg: 15 silos train, 150 evaluate per round" in out
+    assert len(result.stdout.splitlines()) < 80  # 20 rows (wrapped in a narrow terminal), not 150
+
+
+def test_data_split_names_n_silos_and_prints_a_short_table(cli, tmp_path: Path) -> None:
+    source = tmp_path / "source.npz"
+    rng = np.random.default_rng(0)
+    np.savez(source, x_train=rng.normal(size=(300, 2)), y_train=np.arange(300) % 3, x_test=np.zeros((6, 2)),
+             y_test=np.zeros(6, np.int64))  # fmt: skip
+    result = cli("data", "split", source, "--out", tmp_path / "many", "--num-silos", "25")
+    assert result.exit_code == 0, result.stderr
+    split = json.loads((tmp_path / "many" / "split.json").read_text())
+    assert [s["name"] for s in split["silos"]] == [f"silo_{i:05d}" for i in range(25)]
+    out = " ".join(result.stdout.split())
+    assert "silo_00019" in out and "silo_00020" not in out and "... 5 more" in out
+    assert "total (silos)" in out and "server" in out
+    both = cli("data", "split", source, "--out", tmp_path / "x", "--num-silos", "2", "--silos", "a,b")
+    assert both.exit_code == 2 and "give either --silos a,b,c or --num-silos N" in both.stderr

@@ -6,6 +6,7 @@ one line and an exit code through ``cli_io.guarded``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +23,7 @@ from fedsilo.errors import ConfigError
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="fedsilo: federated learning across trust boundaries."
 )
+SHOWN_SILOS = 20  # rows of a silo table; 10,000 silos get a count, not 10,000 lines
 data_app = typer.Typer(
     no_args_is_help=True, help="Prepare datasets: find, verify and split them into per-silo folders."
 )
@@ -51,8 +53,12 @@ def validate(experiment: Annotated[Path, typer.Argument(help="The experiment YAM
         table = Table(title=f"experiment '{config.name}': {len(config.silos)} silos, {config.rounds} rounds")
         for col in ("silo", "data", "train", "test", "note"):
             table.add_column(col)
-        for s in plan.silos:
+        for s in plan.silos[:SHOWN_SILOS]:
             table.add_row(s.name, escape(_short(s.folder)), _n(s.train_examples), _n(s.test_examples), escape(s.note))
+        if len(plan.silos) > SHOWN_SILOS:
+            rest = plan.silos[SHOWN_SILOS:]
+            notes = Counter(s.note or "opened" for s in rest)
+            table.add_row(f"... {len(rest):,} more", "", "", "", ", ".join(f"{n:,} {k}" for k, n in notes.items()))
         out.print(table)
         model = f"{plan.num_parameters:,} parameters, {plan.num_arrays} arrays"
         out.print(f"task {escape(_short(config.task))} ({plan.framework}): {model}")
@@ -173,7 +179,10 @@ def data_split(
         ),
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write one sub-folder per silo into.")],
-    silos: Annotated[str, typer.Option(help="Comma-separated silo names, e.g. hospital_a,hospital_b.")],
+    silos: Annotated[str | None, typer.Option(help="Comma-separated silo names, e.g. hospital_a,hospital_b.")] = None,
+    num_silos: Annotated[
+        int | None, typer.Option(help="Instead of --silos: N silos named silo_00000, silo_00001, ...", min=1)
+    ] = None,
     method: Annotated[
         str,
         typer.Option(help="iid, dirichlet (label skew), group (by patient/group id) or column (a table's site)."),
@@ -207,11 +216,10 @@ def data_split(
     from fedsilo.data.split import split_dataset
 
     def go() -> None:
-        names = _csv(silos) or []
         report = split_dataset(
             source,
             out_dir,
-            names,
+            _silo_names(silos, num_silos),
             method=method,
             alpha=alpha,
             sizes=_csv(sizes, float),
@@ -230,6 +238,15 @@ def data_split(
     _guarded(go)
 
 
+def _silo_names(silos: str | None, count: int | None) -> list[str]:
+    if (silos is None) == (count is None):
+        raise ConfigError("give either --silos a,b,c or --num-silos N", "e.g. --silos hospital_a,hospital_b")
+    if count is not None:
+        width = max(5, len(str(count - 1)))
+        return [f"silo_{i:0{width}d}" for i in range(count)]
+    return _csv(silos) or []
+
+
 def _search_dirs(extra: list[Path] | None) -> list[Path] | None:
     """``--data-dir`` folders are searched first, then the usual places (not instead of them)."""
     from fedsilo.data.datasets import data_dirs
@@ -245,7 +262,12 @@ def print_split(report: Any) -> None:
     table = Table(title=escape(f"{existing}split of {Path(str(report.source)).name} in {report.out}"))
     for col in rows[0]:
         table.add_column(str(col))
-    for row in rows[1:]:
+    silo_rows, totals = rows[1:-2], rows[-2:]
+    for row in silo_rows[:SHOWN_SILOS]:
+        table.add_row(*[escape(str(c)) for c in row])
+    if len(silo_rows) > SHOWN_SILOS:
+        table.add_row(f"... {len(silo_rows) - SHOWN_SILOS:,} more", *("" for _ in rows[0][1:]))
+    for row in totals:
         table.add_row(*[escape(str(c)) for c in row])
     out.print(table)
 

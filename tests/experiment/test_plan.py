@@ -126,3 +126,29 @@ def test_server_hooks_without_server_data_are_a_problem(make_experiment) -> None
         "but server.data is not set -> set server.data to a folder with a test split",
     )
     assert plan_of(make_experiment(folder="with_server", task=gan)).problems == ()
+
+
+def test_with_many_silos_only_the_first_few_are_opened(make_experiment) -> None:
+    from fedsilo.experiment.plan import FULL_CHECK_SILOS, NOT_OPENED, OPENED_SILOS
+
+    silos = {f"s{i:03d}": 3 for i in range(FULL_CHECK_SILOS + 1)}
+    path = make_experiment(silos=silos)
+    data = path.parent / "data"
+    (data / "s050" / "train.npz").write_bytes(b"garbage")  # past the opened ones: left for the run
+    shutil.rmtree(data / "s060")
+    shutil.rmtree(data / "s070")
+    plan = plan_of(path)
+    assert plan.problems == ("2 silos' data folders do not exist (s060, s070) -> "
+                             "run `fedsilo data split` or fix `silos:` in the YAML",)  # fmt: skip
+    assert [s.train_examples for s in plan.silos[:OPENED_SILOS]] == [3] * OPENED_SILOS
+    notes = [s.note for s in plan.silos[OPENED_SILOS:]]
+    assert notes.count(NOT_OPENED) == len(silos) - OPENED_SILOS - 2 and notes.count("missing") == 2
+
+
+def test_a_bad_file_among_the_first_silos_is_still_found(make_experiment, torch_task: Path) -> None:
+    from fedsilo.experiment.plan import FULL_CHECK_SILOS
+
+    path = make_experiment(silos={f"s{i:03d}": 3 for i in range(FULL_CHECK_SILOS + 1)}, task=torch_task)
+    (path.parent / "data" / "s002" / "train.npz").write_bytes(b"garbage")
+    (problem,) = plan_of(path).problems
+    assert problem.startswith("silo 's002': ")

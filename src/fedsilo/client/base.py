@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from fedsilo.arrays import ArrayDict
 from fedsilo.messages import Config
@@ -56,6 +56,21 @@ class TrainSettings:
     def from_config(cls, config: Mapping[str, object]) -> TrainSettings:
         known = {k: config[k] for k in cls.__dataclass_fields__ if k in config}
         return cls(**known)  # type: ignore[arg-type]
+
+
+def nbytes_of(*data: Any) -> int:
+    """Bytes held by loaded data: arrays and tensors, alone or in tuples/lists (e.g. ``(x, y)``).
+
+    What a worker counts against its data cache; data of another shape (a torch Dataset that
+    reads lazily) counts as 0.
+    """
+    total = 0
+    for item in data:
+        if isinstance(item, tuple | list):
+            total += nbytes_of(*item)
+        elif isinstance(getattr(item, "nbytes", None), int):
+            total += int(item.nbytes)
+    return total
 
 
 def silo_seed(seed: int, round: int, silo: str) -> int:

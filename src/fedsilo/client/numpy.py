@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fedsilo.arrays import ArrayDict
-from fedsilo.client.base import TrainSettings
+from fedsilo.client.base import TrainSettings, nbytes_of
 from fedsilo.messages import Config, clean_metrics
 
 TrainFn = Callable[[ArrayDict, Any, TrainSettings, np.random.Generator], tuple[ArrayDict, dict]]
@@ -41,6 +41,9 @@ class NumpyClient:
         self._train_data_fn, self._test_data_fn = train_data, test_data
         self._train_data: Any = None
         self._test_data: Any = None
+
+    def data_bytes(self) -> int:
+        return nbytes_of(self._train_data, self._test_data)
 
     def get_parameters(self) -> ArrayDict:
         return self._params

@@ -38,7 +38,7 @@ from sklearn.base import clone, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 
 from fedsilo.arrays import ArrayDict
-from fedsilo.client.base import TrainSettings
+from fedsilo.client.base import TrainSettings, nbytes_of
 from fedsilo.client.metrics import classification_metrics
 from fedsilo.errors import DataError, TaskError
 from fedsilo.messages import Config, clean_metrics
@@ -234,6 +234,9 @@ class SklearnClient:
         est = clone(self.template)
         set_parameters(est, parameters, self.classes)
         return est
+
+    def data_bytes(self) -> int:
+        return nbytes_of(self._train, self._test)
 
     def get_parameters(self) -> ArrayDict:
         return self._params

@@ -202,6 +202,7 @@ def split_dataset(
         params=params,
         notes=notes,
     )
+
     def write(folder: Path) -> None:
         for name, (train, test) in cuts.items():
             (folder / name).mkdir()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,12 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedsilo.errors import ConfigError
 from fedsilo.experiment.privacy_config import CompressionConfig, PrivacyConfig, SecureAggregationConfig
+from fedsilo.experiment.silo_sources import expand_silos
 from fedsilo.experiment.strategy_config import FedAvgConfig, StrategyConfig, strategy_error
 
 #: Strategies that look at each update on its own, which secure aggregation does not allow.
 INDIVIDUAL_UPDATE_STRATEGIES = ("median", "trimmed_mean", "krum", "multi_krum")
 
 SILO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+MAX_LISTED_PROBLEMS = 10  # 10,000 silos with a bad name must not make a 10,000-part error line
 
 
 class _Strict(BaseModel):
@@ -99,6 +102,12 @@ class RuntimeConfig(_Strict):
         None, description="With kind ray: 'auto' (or HOST:PORT) joins a running cluster; unset starts a local one."
     )
     workers: int | Literal["auto"] = "auto"
+    cache_mb: float = Field(
+        64.0,
+        ge=0,
+        description="Memory the simulation's workers may keep silos' loaded data in between rounds, all "
+        "together; the least recently used silos' data is dropped first (and read again if sampled again).",
+    )
 
     @field_validator("workers")
     @classmethod
@@ -159,8 +168,7 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_silos(self) -> ExperimentConfig:
-        names = [s.name for s in self.silos]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = sorted(n for n, count in Counter(s.name for s in self.silos).items() if count > 1)
         if dupes:
             raise ValueError(f"silo names must be unique; repeated: {', '.join(dupes)}")
         return self
@@ -261,10 +269,11 @@ def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-def format_validation_error(source: str, exc: ValidationError) -> str:
-    """All problems, each as ``field.path: message``, on one line."""
+def validation_problems(exc: ValidationError, skip_missing_silos: bool = False) -> list[str]:
+    """Each problem as ``field.path: message`` (the first few, when many are alike)."""
     parts = []
-    for err in exc.errors():
+    errors = [e for e in exc.errors() if not (skip_missing_silos and e["loc"] == ("silos",))]
+    for err in errors[:MAX_LISTED_PROBLEMS]:
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -272,7 +281,9 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
         if (clearer := strategy_error(err["loc"], err)) is not None:
             loc, msg = ".".join(str(p) for p in clearer[0]), clearer[1]
         parts.append(f"{loc}: {msg}")
-    return f"{source}: " + "; ".join(parts)
+    if len(errors) > MAX_LISTED_PROBLEMS:
+        parts.append(f"and {len(errors) - MAX_LISTED_PROBLEMS} more problem(s)")
+    return parts
 
 
 def parse_config(data: Any, base: Path, source: str = "experiment") -> ExperimentConfig:
@@ -280,10 +291,21 @@ def parse_config(data: Any, base: Path, source: str = "experiment") -> Experimen
         raise ConfigError(
             f"{source}: expected a mapping of keys at the top level", "see examples/pneumonia/experiment.yaml"
         )
+    data = dict(data)
+    problems = []
+    if isinstance(data.get("silos"), dict):  # the compact form; its problems join the others
+        try:
+            data["silos"] = expand_silos(data["silos"], base)
+        except ConfigError as exc:
+            problems.append(exc.one_line())
+            del data["silos"]
     try:
-        return ExperimentConfig.model_validate(_resolve(data, base))
+        config = ExperimentConfig.model_validate(_resolve(data, base))
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc), "fix these fields in the YAML") from None
+        problems += validation_problems(exc, skip_missing_silos=bool(problems))
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems), "fix these fields in the YAML")
+    return config
 
 
 def load_config(path: Path) -> tuple[ExperimentConfig, str]:

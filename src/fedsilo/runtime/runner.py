@@ -89,7 +89,8 @@ def start_pool(config: ExperimentConfig, with_pooled: bool) -> WorkerPool | RayT
         workers = worker_count(config, len(folders))
         if workers == 0:
             return None
-        pool = WorkerPool(config.task, folders, None, config.seed, workers, config.train.device)
+        cache = int(config.runtime.cache_mb * (1 << 20))
+        pool = WorkerPool(config.task, folders, None, config.seed, workers, config.train.device, cache_bytes=cache)
     if with_pooled:
         pool.add_pooled_silo()
     return pool

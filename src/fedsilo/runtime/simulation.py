@@ -1,8 +1,9 @@
 """Simulation: virtual silos run in a pool of worker processes started once.
 
 - The global model is written once per call into shared memory; every worker reads it in place.
-- Each worker keeps one model object and the data of the silos it has served (an LRU cache)
-  between rounds; only parameters move.
+- Each worker keeps one model object and the data of the silos it has served (an LRU cache,
+  bounded by silos and by bytes: ``runtime.cache_mb`` for all workers together) between rounds;
+  only parameters move. A silo's data is read only when it is first sampled.
 - A worker writes a silo's update into its own shared-memory slot (two slots, alternating, so it
   can start the next silo while the server folds in the last one); the server reads the update as
   zero-copy views and accumulates it as it arrives.
@@ -78,7 +79,9 @@ class _Worker:
     def __init__(self, ctx: Any, setup: WorkerSetup, index: int) -> None:
         self.index = index
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=worker_main, args=(child, setup), name=f"fedsilo-worker-{index}", daemon=True)
+        self.process = ctx.Process(
+            target=worker_main, args=(child, setup, index), name=f"fedsilo-worker-{index}", daemon=True
+        )
         self.process.start()
         child.close()
         self.silo: str | None = None
@@ -110,6 +113,7 @@ class WorkerPool:
         workers: int,
         device: str = "auto",
         max_cached_silos: int = 256,
+        cache_bytes: int = 64 << 20,
         start_timeout: float = START_TIMEOUT_S,
     ) -> None:
         """Start ``workers`` processes; with ``layout=None`` return at once and :meth:`attach` later.
@@ -131,7 +135,8 @@ class WorkerPool:
         # A silo may run on any worker, and a worker may drop it from its cache: what silos keep
         # between rounds (top-k residuals, local-DP accountants) lives in one folder they all read.
         self._state_dir = tempfile.mkdtemp(prefix="fedsilo-silo-state-")
-        self._setup = WorkerSetup(str(task_path), seed, device, threads, max_cached_silos, self._state_dir)
+        per_worker = cache_bytes // max(workers, 1)  # the budget is for all workers together
+        self._setup = WorkerSetup(str(task_path), seed, device, threads, max_cached_silos, self._state_dir, per_worker)
         self._workers: list[_Worker] = []
         self._start_error: BaseException | None = None
         # Starting blocks until the fork server has imported the task's libraries: do it on a thread

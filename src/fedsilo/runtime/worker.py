@@ -3,7 +3,8 @@
 It reads the global model from shared memory and writes each silo's update into one of its two
 result slots there; only small control messages (which silo, which slot, metrics) go through its
 pipe to the server. One model object serves every silo the worker runs; the silos' clients (and
-so their data) are kept in an LRU cache between rounds.
+so their data) are kept in an LRU cache between rounds, bounded by count and by bytes of data,
+so a silo that is not sampled again soon costs nothing once it has been evicted.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class WorkerSetup:
     threads: int
     max_cached_silos: int
     state_dir: str | None = None  # silos' top-k residuals and local-DP accountants, shared by all workers
+    max_cached_bytes: int = 32 << 20  # this worker's share of runtime.cache_mb
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,24 @@ def _set_threads(count: int) -> None:
         set_threads(count)
 
 
-def worker_main(conn: connection.Connection, setup: WorkerSetup) -> None:
+def _device(setup: WorkerSetup, index: int) -> str:
+    """This worker's device: several workers share a GPU, and several GPUs are used round-robin."""
+    if "torch" not in sys.modules or setup.device == "cpu":
+        return setup.device
+    from fedsilo.client.torch import gpu_count, worker_device
+
+    return worker_device(setup.device, index, gpu_count())
+
+
+def evict(agents: OrderedDict[str, SiloAgent], held: dict[str, int], max_silos: int, max_bytes: int) -> None:
+    """Drop least recently used silos until both bounds hold; the silo just served always stays."""
+    total = sum(held.values())
+    while len(agents) > 1 and (len(agents) > max_silos or total > max_bytes):
+        silo, _ = agents.popitem(last=False)
+        total -= held.pop(silo, 0)
+
+
+def worker_main(conn: connection.Connection, setup: WorkerSetup, index: int = 0) -> None:
     """A worker's life: load the task once, serve jobs until told to stop, then leave at once.
 
     ``os._exit`` skips the interpreter's teardown (half a second with torch loaded): the worker
@@ -78,7 +97,7 @@ def worker_main(conn: connection.Connection, setup: WorkerSetup) -> None:
     """
     code = 0
     try:
-        _serve(conn, setup)
+        _serve(conn, setup, index)
     except BaseException:
         code = 1
         raise
@@ -88,7 +107,7 @@ def worker_main(conn: connection.Connection, setup: WorkerSetup) -> None:
         os._exit(code)
 
 
-def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
+def _serve(conn: connection.Connection, setup: WorkerSetup, index: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(setup.threads))
     shms: list[SharedMemory] = []
     try:
@@ -97,12 +116,14 @@ def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
         task = Task.load(Path(setup.task_path))
         _set_threads(setup.threads)
         model = task.build_model(setup.seed)
+        device = _device(setup, index)
         conn.send(("ready",))
     except BaseException as exc:  # report why this worker cannot start, then exit
         conn.send(("error", describe(exc)))
         return
     agents: OrderedDict[str, SiloAgent] = OrderedDict()
     state = SiloState(Path(setup.state_dir) if setup.state_dir else None)
+    held: dict[str, int] = {}  # bytes of data each cached silo holds
     try:
         attach: Attach = conn.recv()
         if not isinstance(attach, Attach):  # "stop" before any work
@@ -119,11 +140,9 @@ def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
                 continue
             kind, call_id, silo, folders, buffer, slot, rnd, config = msg
             agent = agents.pop(silo, None) or SiloAgent(
-                silo, partial(task.make_client, folders, setup.seed, setup.device, model=model), setup.seed, state
+                silo, partial(task.make_client, folders, setup.seed, device, model=model), setup.seed, state
             )
             agents[silo] = agent
-            while len(agents) > setup.max_cached_silos:
-                agents.popitem(last=False)
             params = layout.view(buffer_of(globals_[buffer]))
             if kind == "fit":
                 res = agent.fit(FitIns(rnd, params, config))
@@ -148,6 +167,8 @@ def _serve(conn: connection.Connection, setup: WorkerSetup) -> None:
                     else ("failure", call_id, silo, ev.reason, ev.kind)
                 )
             del params
+            held[silo] = agent.data_bytes()
+            evict(agents, held, setup.max_cached_silos, setup.max_cached_bytes)
             conn.send(reply)
     except (EOFError, KeyboardInterrupt):
         return

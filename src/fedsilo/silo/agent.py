@@ -72,6 +72,11 @@ class SiloAgent:
             self._spec = spec_of(self._client.get_parameters())
         return self._client
 
+    def data_bytes(self) -> int:
+        """Bytes of data this silo's client holds (0 before it has loaded any, or if it cannot tell)."""
+        size = getattr(self._client, "data_bytes", None)
+        return int(size()) if callable(size) else 0
+
     def _check_incoming(self, ins: FitIns | EvaluateIns) -> None:
         client = self.client  # builds the client and the local model spec on first use
         assert self._spec is not None and client is not None

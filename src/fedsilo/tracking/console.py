@@ -11,6 +11,8 @@ from rich.markup import escape
 
 from fedsilo.messages import EvaluateRes, Failure, FitRes
 
+NAMED_SILOS = 10  # a round's silos named on its first line; 100 sampled silos are counted, not listed
+
 
 def _fmt(metrics: Mapping[str, Any], keys: Sequence[str]) -> str:
     return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float | int))
@@ -35,9 +37,10 @@ class ConsoleProgress:
 
     def on_round_start(self, round: int, silos: Sequence[str]) -> None:
         self._round_started = time.monotonic()
-        self.console.print(
-            f"[bold]round {round}/{self.rounds}[/bold]  training on {len(silos)} silos: {', '.join(silos)}"
+        names = ", ".join(silos[:NAMED_SILOS]) + (
+            f" and {len(silos) - NAMED_SILOS} more" if len(silos) > NAMED_SILOS else ""
         )
+        self.console.print(f"[bold]round {round}/{self.rounds}[/bold]  training on {len(silos)} silos: {names}")
 
     def on_reply(self, round: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> None:
         if isinstance(reply, Failure):

@@ -32,6 +32,7 @@ from fedsilo.messages import EvaluateRes, Failure, FitRes
 STATE = "mlflow.json"
 ARTIFACTS = ("model.safetensors", "summary.json", "report.html", "config.json")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter's value
+MAX_LISTED_ITEMS = 100  # longer lists of named items (silos) are logged as their count
 BATCH = 1000  # MLflow's limit on metrics per log_batch call
 log = logging.getLogger("fedsilo.tracking")
 
@@ -69,6 +70,9 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
         if isinstance(value, Mapping):
             out.update(flatten_params(value, name + "."))
         elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            if len(value) > MAX_LISTED_ITEMS:  # 10,000 silos: a count, not 20,000 parameters
+                out[f"{name}.count"] = str(len(value))
+                continue
             for i, item in enumerate(value):
                 label = item.get("name", i)
                 out.update(flatten_params({k: v for k, v in item.items() if k != "name"}, f"{name}.{label}."))

@@ -22,6 +22,7 @@ from fedsilo.tracking.images import sample_grids, samples_section
 from fedsilo.tracking.run_dir import CONFIG, SUMMARY, RunDir
 
 REPORT = "report.html"
+MAX_SILO_LINES = 20  # silos drawn per chart and named in the header
 FAILURE_RED = "#d62728"
 Row = Mapping[str, Any]
 NOT_METRICS = {"round", "scope", "silo", "phase", "time", "num_examples", "failure", "failure_kind"}
@@ -138,18 +139,26 @@ def silo_section(rows: Sequence[Row], silos: Sequence[str], phase: str) -> str:
     in_phase = [r for r in rows if r["scope"] == "silo" and r.get("phase") == phase]
     picked = [r for r in in_phase if "failure" not in r]
     rounds = sorted({r["round"] for r in in_phase})
-    names = list(silos) + sorted({r["silo"] for r in picked} - set(silos))
+    by_silo: dict[str, list[Row]] = {}
+    for r in picked:
+        by_silo.setdefault(r["silo"], []).append(r)
+    names = [n for n in silos if n in by_silo] + sorted(set(by_silo) - set(silos))
+    note = ""
+    if len(names) > MAX_SILO_LINES:  # 10,000 sampled silos cannot be 10,000 lines of one chart
+        note = f" {len(names):,} silos took part; the first {MAX_SILO_LINES} are drawn (all are in metrics.jsonl)."
+        names = names[:MAX_SILO_LINES]
     charts = [
         _chart(
             f"{'each silo' if phase == 'evaluate' else 'training'}: {_label(key)}",
-            [_series(name, [r for r in picked if r["silo"] == name], key, rounds=rounds) for name in names],
+            [_series(name, by_silo[name], key, rounds=rounds) for name in names],
             _label(key),
         )
         for key in metric_keys(picked)
     ]
     if phase == "evaluate":
-        return _section("Each silo's own test set", "The global model of each round on each silo's test split.", charts)
-    return _section("Training", "What each silo reported from its local training in each round.", charts)
+        intro = "The global model of each round on each silo's test split."
+        return _section("Each silo's own test set", intro + note, charts)
+    return _section("Training", "What each silo reported from its local training in each round." + note, charts)
 
 
 def failure_section(rows: Sequence[Row]) -> str:
@@ -228,7 +237,8 @@ def render_report(
     """The whole page as one string (pure: no file access; ``images`` maps a grid's path to its PNG)."""
     silos = [s["name"] for s in config.get("silos", []) if isinstance(s, Mapping) and "name" in s]
     last = max((r["round"] for r in rows), default=0)
-    meta = f"{len(silos)} silos: {escape(', '.join(silos))} &middot; {last} rounds"
+    listed = ", ".join(silos[:MAX_SILO_LINES]) + (", ..." if len(silos) > MAX_SILO_LINES else "")
+    meta = f"{len(silos):,} silos: {escape(listed)} &middot; {last} rounds"
     if "duration_s" in summary:
         meta += f" &middot; {float(summary['duration_s']):.1f} s"
     body = [
@@ -241,13 +251,21 @@ def render_report(
         failure_section(rows),
         baseline_section(summary),
         samples_section(sample_grids(rows, summary), images or {}),
-        f"<h2>Configuration</h2><pre>{escape(json.dumps(config, indent=2))}</pre>",
+        f"<h2>Configuration</h2><pre>{escape(json.dumps(_shortened(config), indent=2))}</pre>",
     ]
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>{escape(title)} - fedsilo report"
         f"</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>\n"
     )
+
+
+def _shortened(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The config as shown: a long ``silos`` list keeps its first entries and a count of the rest."""
+    silos = config.get("silos")
+    if not isinstance(silos, list) or len(silos) <= MAX_SILO_LINES:
+        return config
+    return {**config, "silos": [*silos[:MAX_SILO_LINES], f"... and {len(silos) - MAX_SILO_LINES:,} more"]}
 
 
 def write_report(run_dir: Path) -> Path:
