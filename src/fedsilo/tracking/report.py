@@ -134,6 +134,11 @@ def round_section(rows: Sequence[Row]) -> str:
     return _section("Privacy and bytes per round", intro, charts)
 
 
+#: Bytes on the wire: charted once per round in the bytes section (equal across silos, one line per
+#: silo would only draw the same line on top of itself).
+WIRE_KEYS = ("upload_bytes", "upload_bytes_raw")
+
+
 def silo_section(rows: Sequence[Row], silos: Sequence[str], phase: str) -> str:
     """One chart per metric, one line per silo (``evaluate``: own test split; ``fit``: training)."""
     in_phase = [r for r in rows if r["scope"] == "silo" and r.get("phase") == phase]
@@ -154,6 +159,7 @@ def silo_section(rows: Sequence[Row], silos: Sequence[str], phase: str) -> str:
             _label(key),
         )
         for key in metric_keys(picked)
+        if key not in WIRE_KEYS
     ]
     if phase == "evaluate":
         intro = "The global model of each round on each silo's test split."
