@@ -102,9 +102,9 @@ def test_a_damaged_kit_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_provision_cli_prints_the_kits_and_refuses_a_bad_address(cli, make_experiment, tmp_path: Path) -> None:
     exp = make_experiment()
-    result = cli("provision", exp, "--out", tmp_path / "k", "--server-address", "10.0.0.5:7355")
+    result = cli("provision", exp, "--out", tmp_path / "k", "--server-address", "fl.example.org:7355")
     assert result.exit_code == 0, result.stderr
-    assert "10.0.0.5:7355" in result.stdout
+    assert "fl.example.org:7355" in result.stdout
     again = cli("provision", exp, "--out", tmp_path / "k")
     assert again.exit_code == 9 and "already holds kits" in again.stderr
     bad = cli("provision", exp, "--out", tmp_path / "k2", "--server-address", "nohost")
