@@ -11,7 +11,7 @@ from fedsilo.client.numpy import NumpyClient
 from fedsilo.compression import Codec, decode, encoded_spec, model_from
 from fedsilo.messages import FitIns, FitRes
 from fedsilo.silo.agent import SiloAgent
-from fedsilo.silo.state import SiloState
+from fedsilo.silo.state import SiloStore
 from fedsilo.silo.uplink import RESIDUAL, codec_config, codec_of, encode_upload, local_dp_config, local_dp_of
 
 GLOBAL = {"w": np.array([1.0, 2.0, 3.0, 4.0], np.float32), "steps": np.array([7], np.int64)}
@@ -37,7 +37,7 @@ def test_codec_round_trips_through_the_fit_config() -> None:
 
 def test_float16_upload_is_the_update_and_integer_arrays_go_whole() -> None:
     config = codec_config(Codec("float16"))
-    sent = encode_upload("a", trained(), GLOBAL, config, 0, SiloState())
+    sent = encode_upload("a", trained(), GLOBAL, config, 0, SiloStore())
     np.testing.assert_array_equal(sent["w"], np.array([0.5, 0.0, -2.0, 0.25], np.float16))
     np.testing.assert_array_equal(sent["steps"], [9])
     back = model_from(decode(sent, spec_of(GLOBAL)), GLOBAL)
@@ -48,16 +48,16 @@ def test_float16_upload_is_the_update_and_integer_arrays_go_whole() -> None:
 def test_topk_residual_survives_in_a_folder_another_agent_reads(tmp_path: Path) -> None:
     """Two states over one folder stand for two simulation workers serving the same silo in turn."""
     config = codec_config(Codec("topk", 0.25))  # 1 of 4 entries per round
-    first = encode_upload("a", trained(), GLOBAL, config, 0, SiloState(tmp_path))
+    first = encode_upload("a", trained(), GLOBAL, config, 0, SiloStore(tmp_path))
     np.testing.assert_array_equal(first["w"], [-2.0])  # the largest |delta| entry, index 2
     np.testing.assert_array_equal(first["w::topk"], [2])
-    other = SiloState(tmp_path)
+    other = SiloStore(tmp_path)
     np.testing.assert_array_equal(other.arrays("a", RESIDUAL)["w"], [0.5, 0.0, 0.0, 0.25])
     # next round the model did not move: the residual alone is sent, largest first (0.5 at index 0)
     second = encode_upload("a", GLOBAL, GLOBAL, config, 1, other)
     np.testing.assert_array_equal(second["w"], [0.5])
     np.testing.assert_array_equal(second["w::topk"], [0])
-    np.testing.assert_array_equal(SiloState(tmp_path).arrays("a", RESIDUAL)["w"], [0.0, 0.0, 0.0, 0.25])
+    np.testing.assert_array_equal(SiloStore(tmp_path).arrays("a", RESIDUAL)["w"], [0.0, 0.0, 0.0, 0.25])
 
 
 def test_agent_sends_the_encoded_update_the_config_asks_for() -> None:

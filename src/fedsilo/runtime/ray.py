@@ -35,7 +35,7 @@ from fedsilo.errors import ConfigError, FedsiloError
 from fedsilo.messages import Config, EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 from fedsilo.runtime.simulation import POOLED
 from fedsilo.silo.agent import SiloAgent, describe
-from fedsilo.silo.state import SiloState
+from fedsilo.silo.state import SiloStore
 
 
 class SiloWorker:
@@ -53,7 +53,7 @@ class SiloWorker:
         self._model = self._task.build_model(seed)
         self._seed, self._device, self._max = seed, device, max_cached_silos
         self._agents: OrderedDict[str, SiloAgent] = OrderedDict()
-        self._state = SiloState(Path(state_dir))
+        self._state = SiloStore(Path(state_dir))
 
     def _agent(self, silo: str, folders: Sequence[str]) -> SiloAgent:
         agent = self._agents.pop(silo, None) or SiloAgent(

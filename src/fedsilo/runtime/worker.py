@@ -25,7 +25,7 @@ from fedsilo.arrays import Layout
 from fedsilo.errors import FedsiloError
 from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes, check_update
 from fedsilo.silo.agent import SiloAgent, describe
-from fedsilo.silo.state import SiloState
+from fedsilo.silo.state import SiloStore
 from fedsilo.silo.uplink import upload_layout
 
 
@@ -122,7 +122,7 @@ def _serve(conn: connection.Connection, setup: WorkerSetup, index: int) -> None:
         conn.send(("error", describe(exc)))
         return
     agents: OrderedDict[str, SiloAgent] = OrderedDict()
-    state = SiloState(Path(setup.state_dir) if setup.state_dir else None)
+    state = SiloStore(Path(setup.state_dir) if setup.state_dir else None)
     held: dict[str, int] = {}  # bytes of data each cached silo holds
     try:
         attach: Attach = conn.recv()

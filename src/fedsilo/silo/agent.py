@@ -33,7 +33,7 @@ from fedsilo.messages import (
     clean_metrics,
     update_problems,
 )
-from fedsilo.silo.state import SiloState
+from fedsilo.silo.state import SiloStore
 from fedsilo.silo.uplink import encode_upload, local_dp_of
 
 ACCOUNTANT = "local_dp_accountant"
@@ -54,7 +54,7 @@ def describe(exc: BaseException) -> str:
 
 class SiloAgent:
     def __init__(
-        self, name: str, make_client: Callable[[], Client], seed: int = 0, state: SiloState | None = None
+        self, name: str, make_client: Callable[[], Client], seed: int = 0, state: SiloStore | None = None
     ) -> None:
         self.name = name
         self._make_client = make_client
@@ -63,7 +63,7 @@ class SiloAgent:
         self._private: Any = None  # the LocalDPClient over the same model and data, once asked for
         self._spec: dict[str, ArraySpec] | None = None
         self._secagg: SecAggSession | None = None
-        self.state = state if state is not None else SiloState()
+        self.state = state if state is not None else SiloStore()
 
     @property
     def client(self) -> Client:

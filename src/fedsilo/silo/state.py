@@ -17,7 +17,7 @@ from typing import Any
 from fedsilo.arrays import ArrayDict, load_file, save_file
 
 
-class SiloState:
+class SiloStore:
     """Named arrays and JSON values per (silo, key): in memory, or in ``folder`` when given."""
 
     def __init__(self, folder: Path | None = None) -> None:

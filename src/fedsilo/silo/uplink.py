@@ -3,7 +3,7 @@
 The server puts the codec into every fit instruction (``codec``, ``topk_fraction``), so a silo
 needs no settings of its own and every runtime behaves the same. The silo encodes its *update*
 (trained model - the global model it received; :func:`fedsilo.compression.update_of`), keeps the
-top-k residual in its :class:`~fedsilo.silo.state.SiloState`, and the server decodes against the
+top-k residual in its :class:`~fedsilo.silo.state.SiloStore`, and the server decodes against the
 global model's spec and adds the global model back. Local DP-SGD settings travel the same way.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from fedsilo.arrays import ArrayDict, ArraySpec, Layout
 from fedsilo.compression import Codec, encode, encoded_spec, update_of
 from fedsilo.messages import Config
-from fedsilo.silo.state import SiloState
+from fedsilo.silo.state import SiloStore
 
 CODEC, TOPK_FRACTION = "codec", "topk_fraction"
 RESIDUAL = "topk_residual"
@@ -45,7 +45,7 @@ def upload_layout(layout: Layout, config: Config) -> Layout:
 
 
 def encode_upload(
-    silo: str, model: ArrayDict, received: ArrayDict, config: Config, seed: int, state: SiloState
+    silo: str, model: ArrayDict, received: ArrayDict, config: Config, seed: int, state: SiloStore
 ) -> ArrayDict:
     """The silo's reply arrays for this round: ``model`` itself, or its encoded update."""
     codec = codec_of(config)

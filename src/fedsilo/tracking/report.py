@@ -126,12 +126,15 @@ def global_section(rows: Sequence[Row]) -> str:
 
 
 def round_section(rows: Sequence[Row]) -> str:
-    """What each round spent: epsilon (central DP) and bytes uploaded, from the server's fit rows."""
+    """What each round spent: epsilon (with DP) and bytes uploaded, from the server's round rows."""
     server = [r for r in rows if r["scope"] == "server" and r.get("phase") == "round"]
     keys = [k for k in ("epsilon", "clip_norm", "upload_bytes", "upload_bytes_raw") if any(k in r for r in server)]
     charts = [_chart(f"per round: {_label(k)}", [_series("server", server, k)], _label(k)) for k in keys]
-    intro = "Epsilon at the configured delta after each round (central DP), and the bytes silos uploaded."
-    return _section("Privacy and bytes per round", intro, charts)
+    if "epsilon" in keys:
+        intro = "Epsilon at the configured delta after each round (DP), and the bytes silos uploaded."
+        return _section("Privacy and bytes per round", intro, charts)
+    intro = "The bytes silos uploaded in each round, and what the same updates are as plain float32 models."
+    return _section("Bytes per round", intro, charts)
 
 
 #: Bytes on the wire: charted once per round in the bytes section (equal across silos, one line per
