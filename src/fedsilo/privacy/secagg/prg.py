@@ -23,9 +23,7 @@ def expand(seed: bytes, size: int, dtype: type[np.unsignedinteger] = np.uint64) 
     if size < 0:
         raise ValueError(f"size must be >= 0, not {size}")
     encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_NONCE)).encryptor()
-    out = np.zeros(size, dtype=dtype)
-    # Encrypt the zero buffer in place: the ciphertext of zeros is the raw keystream.
-    buf = memoryview(out.view(np.uint8))  # type: ignore[arg-type]
-    if size:
-        encryptor.update_into(buf, buf)
-    return out
+    # The ciphertext of zero bytes is the raw keystream. (recent cryptography releases refuse to encrypt a
+    # buffer in place, so the zeros and the keystream are two buffers.)
+    keystream = encryptor.update(bytes(size * np.dtype(dtype).itemsize)) + encryptor.finalize()
+    return np.frombuffer(bytearray(keystream), dtype=dtype)
