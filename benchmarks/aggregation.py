@@ -13,13 +13,13 @@ import time
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict
-from fedsilo.messages import FitRes
 from fedsilo.strategy.base import Strategy
 from fedsilo.strategy.fedavg import FedAvg
 from fedsilo.strategy.fedopt import FedOpt
 from fedsilo.strategy.fedprox import FedProx
 from fedsilo.strategy.robust import Robust
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.messages import FitRes
 
 STRATEGIES: list[Strategy] = [
     FedAvg(),

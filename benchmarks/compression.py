@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from fedsilo.arrays import spec_of
-from fedsilo.compression import Codec, decode, encode, wire_bytes
+from fedsilo.wire.arrays import spec_of, wire_size
+from fedsilo.wire.codecs import Codec, decode, encode
 
 
 def update_of(params: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -38,7 +38,7 @@ def main() -> None:
     for params in args.params:
         update = update_of(params, rng)
         spec = spec_of(update)
-        float32 = wire_bytes(update)
+        float32 = wire_size(spec_of(update))
         count = sum(a.size for a in update.values())
         for codec in (Codec("float16"), Codec("q8"), Codec("topk", 0.01), Codec("topk", 0.1)):
             enc_times, dec_times = [], []
@@ -50,7 +50,7 @@ def main() -> None:
                 decode(encoded, spec)
                 dec_times.append(time.perf_counter() - start)
             label = codec.name if codec.name != "topk" else f"topk {codec.topk_fraction:g}"
-            ratio = wire_bytes(encoded) / float32
+            ratio = wire_size(spec_of(encoded)) / float32
             enc_ms, dec_ms = statistics.median(enc_times) * 1e3, statistics.median(dec_times) * 1e3
             print(f"{count:>12,} {label:>10} {ratio:>16.4f} {enc_ms:>10.1f} {dec_ms:>10.1f}")
 

@@ -154,7 +154,7 @@ def run_plain(task_path: Path, data: Path, rounds: int, per_round: int | None, s
 
 def run_fedsilo(task_path: Path, data: Path, rounds: int, per_round: int | None, seed: int, out: Path) -> float:
     from fedsilo.experiment.config import parse_config
-    from fedsilo.runtime.runner import run_experiment
+    from fedsilo.runtime.launch import run_experiment
 
     fraction = 1.0 if per_round is None else per_round / len(silo_names(data))
     raw = {

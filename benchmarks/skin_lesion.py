@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsilo.experiment.config import load_config
-from fedsilo.runtime.runner import run_experiment
+from fedsilo.runtime.launch import run_experiment
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "skin_lesion"
 YAMLS = {"fedavg": "experiment.yaml", "fedprox": "fedprox.yaml", "fedadam": "fedadam.yaml"}

@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from fedsilo.experiment.config import load_config
-from fedsilo.runtime.runner import prepare_data, run_experiment
+from fedsilo.runtime.launch import run_experiment
+from fedsilo.runtime.prepare import prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = ROOT / "examples" / "pneumonia" / "task.py"

@@ -29,10 +29,10 @@ import yaml
 
 from fedsilo.experiment.config import load_config
 from fedsilo.experiment.provision import SERVER, load_kit, provision
-from fedsilo.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
 from fedsilo.runtime.deploy import credential_checker, tls_of
 from fedsilo.transport.grpc.server import GrpcServerTransport, wait_until
 from fedsilo.transport.grpc.silo import SiloRunner, SiloSettings
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
 
 
 class CountingProxy:

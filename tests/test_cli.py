@@ -118,7 +118,7 @@ def test_validate_reports_every_problem_in_one_run(cli, make_experiment) -> None
     result = cli("validate", path)
     assert result.exit_code == 5
     line = one_error_line(result)
-    assert "3 problem(s)" in line
+    assert "3 problems" in line
     assert "silo 'a'" in line and "silo 'c'" in line and "silo 'b'" not in line
     assert "min_fit_clients=4" in line
 
@@ -164,7 +164,7 @@ def test_run_an_invalid_plan_stops_before_making_a_run_folder(cli, make_experime
 
 
 def test_the_summary_compares_models_by_accuracy_or_the_tasks_own_accuracy() -> None:
-    from fedsilo.cli_io import headline_metric
+    from fedsilo.cli.io import headline_metric
 
     assert headline_metric({"accuracy": 0.9, "tstr_accuracy": 0.5}) == "accuracy"
     assert headline_metric({"tstr_balanced_accuracy": 0.6, "tstr_accuracy": 0.7, "loss": None}) == "tstr_accuracy"

@@ -7,7 +7,8 @@ behaviour. Floating-point results of BLAS and of torch's CPU kernels can differ 
 between CPU types, so the comparison is exact where the machine matches the one that made the pins
 (same architecture, CPU capability, numpy and torch) and to 1e-6 elsewhere.
 
-Regenerate (only when a change is *meant* to change models): ``FEDSILO_WRITE_PINS=1 pytest tests/test_pinned_models.py``.
+Regenerate only when a change is *meant* to change models:
+``FEDSILO_WRITE_PINS=1 pytest tests/test_pinned_models.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedsilo.arrays import load_file, save_file
+from fedsilo.wire.arrays import load_file, save_file
 
 PINS = Path(__file__).resolve().parent / "pins"
 TASKS = Path(__file__).resolve().parent / "tasks"
@@ -55,7 +56,9 @@ CASES: dict[str, dict[str, Any]] = {
     "torch_central_dp_adaptive": {
         "task": TASKS / "tiny_torch.py",
         "rounds": 3,
-        "extra": {"privacy": {"dp": {"noise_multiplier": 0.8, "clip_norm": 0.5, "adaptive": True, "count_stddev": 1.0}}},
+        "extra": {
+            "privacy": {"dp": {"noise_multiplier": 0.8, "clip_norm": 0.5, "adaptive": True, "count_stddev": 1.0}}
+        },
     },
     "torch_local_dp": {
         "task": TASKS / "tiny_torch.py",

@@ -3,16 +3,7 @@
 The public API is what ``__all__`` lists. ``import fedsilo`` loads neither torch, grpc nor ray.
 """
 
-from fedsilo.arrays import (
-    ArrayDict,
-    Layout,
-    WeightedSum,
-    from_bytes,
-    load_file,
-    save_file,
-    to_bytes,
-)
-from fedsilo.client.base import Client, TrainSettings
+from fedsilo.client.base import Client
 from fedsilo.client.metrics import classification_metrics
 from fedsilo.client.numpy import NumpyClient
 from fedsilo.data.loaders import load_split
@@ -27,13 +18,23 @@ from fedsilo.errors import (
 )
 from fedsilo.experiment.config import ExperimentConfig, load_config
 from fedsilo.experiment.plan import build_plan
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
-from fedsilo.runtime.runner import run_experiment
+from fedsilo.runtime.launch import run_experiment
 from fedsilo.strategy.base import Sampling, Strategy, StrategyState
 from fedsilo.strategy.fedavg import FedAvg
 from fedsilo.strategy.fedopt import FedOpt
 from fedsilo.strategy.fedprox import FedProx
 from fedsilo.strategy.robust import Robust
+from fedsilo.wire.arrays import (
+    ArrayDict,
+    Layout,
+    WeightedSum,
+    from_bytes,
+    load_file,
+    save_file,
+    to_bytes,
+)
+from fedsilo.wire.instructions import EvaluateInstructions, FitInstructions, TrainSettings
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EvaluateIns",
+    "EvaluateInstructions",
     "EvaluateRes",
     "ExperimentConfig",
     "Failure",
@@ -51,6 +53,7 @@ __all__ = [
     "FedProx",
     "FedsiloError",
     "FitIns",
+    "FitInstructions",
     "FitRes",
     "Layout",
     "NumpyClient",

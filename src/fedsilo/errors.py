@@ -28,6 +28,13 @@ class ConfigError(FedsiloError):
     exit_code = 2
 
 
+class ParameterError(ConfigError, ValueError):
+    """A constructor of fedsilo's Python API got a parameter out of its range (a ValueError too).
+
+    What the YAML schema refuses with a message naming the key, the Python API refuses with this.
+    """
+
+
 class TaskError(FedsiloError):
     """The user's task module is missing, does not import, or lacks what fedsilo needs."""
 
@@ -91,3 +98,12 @@ class SecAggError(FedsiloError):
     """
 
     exit_code = 11
+
+
+class ProtocolError(FedsiloError):
+    """A message between the server and a silo is malformed: unknown keys, wrong types, another version.
+
+    Both ends run fedsilo; a message that does not parse strictly is refused, never half-understood.
+    """
+
+    exit_code = 12

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedsilo.arrays import ArrayDict
-from fedsilo.client.base import TrainSettings
 from fedsilo.client.numpy import NumpyClient, num_examples
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import EvaluateInstructions, TrainSettings
 
 
 def test_fit_copies_the_global_model_and_counts_examples() -> None:
@@ -29,7 +29,7 @@ def test_fit_copies_the_global_model_and_counts_examples() -> None:
         {"w": np.zeros(2)}, train, lambda p, d: (1.0, {}), lambda: load("train", 7), lambda: load("test", 3)
     )
     global_model = {"w": np.array([1.0, 2.0])}
-    new, n, metrics = client.fit(global_model, {"lr": 0.2, "epochs": 3, "seed": 5, "unknown_key": 1})
+    new, n, metrics = client.fit(global_model, TrainSettings(lr=0.2, epochs=3, seed=5))
     np.testing.assert_array_equal(global_model["w"], [1.0, 2.0])
     np.testing.assert_array_equal(new["w"], [2.0, 3.0])
     assert n == 7
@@ -37,10 +37,10 @@ def test_fit_copies_the_global_model_and_counts_examples() -> None:
     assert (got_settings[0].lr, got_settings[0].epochs, got_settings[0].seed) == (0.2, 3, 5)
     np.testing.assert_array_equal(client.get_parameters()["w"], [2.0, 3.0])
 
-    client.fit(global_model, {})
+    client.fit(global_model, TrainSettings())
     assert loads == ["train"]  # data is loaded once, lazily, and kept
-    assert client.evaluate(global_model, {})[1] == 3
-    client.evaluate(global_model, {})
+    assert client.evaluate(global_model, EvaluateInstructions())[1] == 3
+    client.evaluate(global_model, EvaluateInstructions())
     assert loads == ["train", "test"]
 
 
@@ -50,9 +50,9 @@ def test_the_generator_is_seeded_from_the_config() -> None:
 
     data = (np.zeros((2, 1)), np.zeros(2))
     client = NumpyClient({"w": np.zeros(3)}, train, lambda p, d: (0.0, {}), lambda: data, lambda: data)
-    first, _, _ = client.fit({"w": np.zeros(3)}, {"seed": 42})
-    again, _, _ = client.fit({"w": np.zeros(3)}, {"seed": 42})
-    other, _, _ = client.fit({"w": np.zeros(3)}, {"seed": 43})
+    first, _, _ = client.fit({"w": np.zeros(3)}, TrainSettings(seed=42))
+    again, _, _ = client.fit({"w": np.zeros(3)}, TrainSettings(seed=42))
+    other, _, _ = client.fit({"w": np.zeros(3)}, TrainSettings(seed=43))
     np.testing.assert_array_equal(first["w"], again["w"])
     np.testing.assert_array_equal(first["w"], np.random.default_rng(42).normal(size=3))
     assert not np.array_equal(first["w"], other["w"])
@@ -67,7 +67,7 @@ def test_evaluate_returns_float_loss_count_and_clean_metrics() -> None:
         lambda: data,
         lambda: data,
     )
-    loss, n, metrics = client.evaluate({"w": np.zeros(1)}, {})
+    loss, n, metrics = client.evaluate({"w": np.zeros(1)}, EvaluateInstructions())
     assert type(loss) is float and loss == 0.5
     assert n == 4 and metrics == {"accuracy": 0.75}
 

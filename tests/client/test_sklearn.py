@@ -22,7 +22,8 @@ from fedsilo.client.sklearn import (  # noqa: E402
     set_parameters,
 )
 from fedsilo.errors import DataError, TaskError  # noqa: E402
-from fedsilo.experiment.task import Task  # noqa: E402
+from fedsilo.silo.task import TaskModule  # noqa: E402
+from fedsilo.wire.instructions import EvaluateInstructions, TrainSettings  # noqa: E402
 
 
 def blobs(n: int, seed: int, classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +74,9 @@ def test_installed_parameters_predict_as_computed_by_hand() -> None:
 def test_evaluate_reports_log_loss_and_accuracy_by_hand() -> None:
     x, y = np.array([[1.0, 1.0], [3.0, 0.0], [0.0, 0.0]]), np.array([0, 0, 1])
     client = client_for(LogisticRegression(), (x, y))
-    loss, n, metrics = client.evaluate({"coef": np.array([[1.0, -2.0]]), "intercept": np.array([0.5])}, {})
+    loss, n, metrics = client.evaluate(
+        {"coef": np.array([[1.0, -2.0]]), "intercept": np.array([0.5])}, EvaluateInstructions()
+    )
     p1 = 1 / (1 + np.exp(-np.array([-0.5, 3.5, 0.5])))  # predictions 0, 1, 1: two of three right
     expected = -np.mean(np.log([1 - p1[0], 1 - p1[1], p1[2]]))
     assert n == 3
@@ -88,7 +91,7 @@ def test_one_sgd_step_from_the_given_parameters_matches_the_hand_update() -> Non
     x, y = np.array([[1.0, 2.0]]), np.array([3.0])
     client = client_for(est, (x, y), classes=None)
     start = {"coef": np.array([[0.5, -1.0]]), "intercept": np.array([0.25])}
-    new, n, metrics = client.fit(start, {"epochs": 1, "seed": 0})
+    new, n, metrics = client.fit(start, TrainSettings(epochs=1, seed=0))
     residual = 0.5 * 1.0 + (-1.0) * 2.0 + 0.25 - 3.0  # -4.25
     np.testing.assert_allclose(new["coef"], [[0.5 - 0.1 * residual * 1.0, -1.0 - 0.1 * residual * 2.0]])
     np.testing.assert_allclose(new["intercept"], [0.25 - 0.1 * residual])
@@ -103,8 +106,8 @@ def test_logistic_regression_warm_starts_from_the_global_model() -> None:
     data = blobs(200, seed=1)
     optimum = get_parameters(LogisticRegression(C=1.0, max_iter=1000).fit(*data))
     client = client_for(LogisticRegression(C=1.0), data)
-    from_optimum, _, _ = client.fit(optimum, {"epochs": 1})
-    from_zero, _, _ = client.fit(initial_parameters(LogisticRegression(), 2, [0, 1]), {"epochs": 1})
+    from_optimum, _, _ = client.fit(optimum, TrainSettings(epochs=1))
+    from_zero, _, _ = client.fit(initial_parameters(LogisticRegression(), 2, [0, 1]), TrainSettings(epochs=1))
     np.testing.assert_allclose(from_optimum["coef"], optimum["coef"], atol=1e-3)
     assert np.abs(from_zero["coef"] - optimum["coef"]).max() > 0.1
 
@@ -115,14 +118,14 @@ def test_logistic_regression_warm_starts_from_the_global_model() -> None:
 def test_fit_improves_on_the_initial_model_and_generalises(est) -> None:
     client = SklearnClient(est, lambda: blobs(300, seed=2), lambda: blobs(200, seed=3), 2, [0, 1])
     params = client.get_parameters()
-    before, _, _ = client.evaluate(params, {})
+    before, _, _ = client.evaluate(params, EvaluateInstructions())
     assert before == pytest.approx(np.log(2))  # the zero model says 1/2 for everything
     losses = []
     for rnd in range(1, 4):
-        params, n, metrics = client.fit(params, {"epochs": 2, "seed": rnd})
+        params, n, metrics = client.fit(params, TrainSettings(epochs=2, seed=rnd))
         losses.append(metrics["train_loss"])
         assert n == 300
-    after, n, metrics = client.evaluate(params, {})
+    after, n, metrics = client.evaluate(params, EvaluateInstructions())
     assert after < before / 2 and n == 200
     assert metrics["accuracy"] > 0.9
     assert losses[-1] < np.log(2)
@@ -132,9 +135,9 @@ def test_sgd_is_reproducible_from_its_seed_and_depends_on_it() -> None:
     est = SGDClassifier(loss="log_loss")
     client = client_for(est, blobs(100, seed=4))
     start = client.get_parameters()
-    a, _, _ = client.fit(start, {"epochs": 2, "seed": 7})
-    b, _, _ = client.fit(start, {"epochs": 2, "seed": 7})
-    c, _, _ = client.fit(start, {"epochs": 2, "seed": 8})
+    a, _, _ = client.fit(start, TrainSettings(epochs=2, seed=7))
+    b, _, _ = client.fit(start, TrainSettings(epochs=2, seed=7))
+    c, _, _ = client.fit(start, TrainSettings(epochs=2, seed=8))
     np.testing.assert_array_equal(a["coef"], b["coef"])
     assert not np.array_equal(a["coef"], c["coef"])
 
@@ -143,7 +146,7 @@ def test_sgd_classifier_keeps_every_class_when_a_silo_lacks_one() -> None:
     x, y = blobs(90, seed=5, classes=3)
     keep = y != 2
     client = client_for(SGDClassifier(), (x[keep], y[keep]), classes=(0, 1, 2))
-    new, _, _ = client.fit(client.get_parameters(), {"epochs": 1})
+    new, _, _ = client.fit(client.get_parameters(), TrainSettings(epochs=1))
     assert new["coef"].shape == (3, 2) and new["intercept"].shape == (3,)
 
 
@@ -151,10 +154,10 @@ def test_linear_regression_fits_in_closed_form() -> None:
     x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     y = 2 * x[:, 0] - 3 * x[:, 1] + 1
     client = client_for(LinearRegression(), (x, y), classes=None)
-    new, _, metrics = client.fit(client.get_parameters(), {"epochs": 1})
+    new, _, metrics = client.fit(client.get_parameters(), TrainSettings(epochs=1))
     np.testing.assert_allclose(new["coef"], [[2.0, -3.0]], atol=1e-12)
     np.testing.assert_allclose(new["intercept"], [1.0], atol=1e-12)
-    loss, _, ev = client.evaluate(new, {})
+    loss, _, ev = client.evaluate(new, EvaluateInstructions())
     assert loss == pytest.approx(0.0, abs=1e-20) and ev["mae"] == pytest.approx(0.0, abs=1e-10)
 
 
@@ -168,15 +171,17 @@ def test_problems_are_one_line_errors_with_a_fix() -> None:
         SklearnClient(DecisionTreeClassifier(), lambda: data, lambda: data, 2, [0, 1])
     with pytest.raises(DataError, match="3 features but the task's N_FEATURES is 2"):
         client_for(LogisticRegression(), (np.zeros((4, 3)), np.array([0, 1, 0, 1]))).evaluate(
-            initial_parameters(LogisticRegression(), 2, [0, 1]), {}
+            initial_parameters(LogisticRegression(), 2, [0, 1]), EvaluateInstructions()
         )
     with pytest.raises(DataError, match=r"labels \[7\] are not in the task's CLASSES"):
         client_for(LogisticRegression(), (np.zeros((2, 2)), np.array([0, 7]))).fit(
-            initial_parameters(LogisticRegression(), 2, [0, 1]), {}
+            initial_parameters(LogisticRegression(), 2, [0, 1]), TrainSettings()
         )
     one_class = (np.ones((4, 2)), np.zeros(4, dtype=int))
     with pytest.raises(DataError, match=r"has labels \[0\], not all of CLASSES \[0, 1\]") as info:
-        client_for(LogisticRegression(), one_class).fit(initial_parameters(LogisticRegression(), 2, [0, 1]), {})
+        client_for(LogisticRegression(), one_class).fit(
+            initial_parameters(LogisticRegression(), 2, [0, 1]), TrainSettings()
+        )
     assert "SGDClassifier" in info.value.fix
 
 
@@ -192,7 +197,7 @@ def model():
 def test_task_recognises_an_estimator_and_builds_its_model_without_data(tmp_path: Path) -> None:
     path = tmp_path / "task.py"
     path.write_text(SKLEARN_TASK.format(shape="N_FEATURES = 4\nCLASSES = [0, 1, 2]"))
-    task = Task.load(path)
+    task = TaskModule.load(path)
     model = task.build_model(0)
     assert task.framework_of(model) == "sklearn"
     params = task.initial_parameters(0)
@@ -204,14 +209,14 @@ def test_task_recognises_an_estimator_and_builds_its_model_without_data(tmp_path
     bad.parent.mkdir()
     bad.write_text(SKLEARN_TASK.format(shape="CLASSES = [0, 1]"))
     with pytest.raises(TaskError, match="needs N_FEATURES"):
-        Task.load(bad).initial_parameters(0)
+        TaskModule.load(bad).initial_parameters(0)
 
 
 def test_other_tasks_do_not_import_sklearn() -> None:
     task = Path(__file__).resolve().parents[1] / "tasks" / "linear_numpy.py"
     code = (
-        "import json, sys; from fedsilo.experiment.task import Task; "
-        f"t = Task.load({str(task)!r}); t.framework_of(t.build_model(0)); t.initial_parameters(0); "
+        "import json, sys; from fedsilo.silo.task import TaskModule; "
+        f"t = TaskModule.load({str(task)!r}); t.framework_of(t.build_model(0)); t.initial_parameters(0); "
         "print(json.dumps('sklearn' in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
@@ -221,7 +226,9 @@ def test_other_tasks_do_not_import_sklearn() -> None:
 def test_binary_probabilities_give_roc_auc() -> None:
     x, y = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]), np.array([0, 1, 0, 1])
     client = client_for(LogisticRegression(), (x, y))
-    _, _, metrics = client.evaluate({"coef": np.array([[1.0, 0.0]]), "intercept": np.array([-1.5])}, {})
+    _, _, metrics = client.evaluate(
+        {"coef": np.array([[1.0, 0.0]]), "intercept": np.array([-1.5])}, EvaluateInstructions()
+    )
     # P(1) rises with x1, so the ranking is 0 < 1 < 0 < 1: 3 of the 4 positive-negative pairs are right.
     assert metrics["roc_auc"] == pytest.approx(3 / 4)
 
@@ -230,9 +237,9 @@ def test_classes_are_kept_sorted_and_must_not_repeat() -> None:
     x, y = blobs(60, seed=7, classes=3)
     labels = np.array(["a", "b", "c"])[y]
     client = client_for(SGDClassifier(), (x, labels), classes=("c", "a", "b"))
-    new, _, _ = client.fit(client.get_parameters(), {"epochs": 2})
+    new, _, _ = client.fit(client.get_parameters(), TrainSettings(epochs=2))
     assert client.model(new).classes_.tolist() == ["a", "b", "c"]
-    _, _, metrics = client.evaluate(new, {})
+    _, _, metrics = client.evaluate(new, EvaluateInstructions())
     assert metrics["accuracy"] > 0.5
     with pytest.raises(TaskError, match="repeats a label"):
         client_for(SGDClassifier(), (x, labels), classes=("a", "b", "a"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from fedsilo.client.torch import TorchClient, get_parameters, set_parameters  # noqa: E402
-from fedsilo.experiment.task import Task  # noqa: E402
+from fedsilo.silo.task import TaskModule  # noqa: E402
+from fedsilo.wire.instructions import EvaluateInstructions, TrainSettings  # noqa: E402
 
 
 def bn_model(seed: int = 0) -> nn.Module:
@@ -70,11 +72,11 @@ def test_set_parameters_accepts_read_only_arrays() -> None:
 
 
 def test_fit_changes_parameters_and_is_deterministic_for_a_seed() -> None:
-    config = {"epochs": 2, "batch_size": 8, "lr": 0.1, "seed": 17, "momentum": 0.9}
+    config = TrainSettings(epochs=2, batch_size=8, lr=0.1, seed=17, momentum=0.9)
     start = get_parameters(bn_model(0))
     first, n, metrics = client(bn_model(5)).fit(start, config)
     again, _, _ = client(bn_model(6)).fit(start, config)  # other init: fit starts from `start`
-    other, _, _ = client(bn_model(0)).fit(start, {**config, "seed": 18})
+    other, _, _ = client(bn_model(0)).fit(start, replace(config, seed=18))
     assert n == 40
     assert np.isfinite(metrics["train_loss"])
     assert not np.array_equal(first["0.weight"], start["0.weight"])
@@ -89,9 +91,9 @@ def test_fit_accepts_a_torch_dataset_and_float64_inputs() -> None:
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
     model = nn.Linear(4, 2)
     c = TorchClient(model, lambda: dataset, lambda: (x.astype(np.float64), y), device="cpu")
-    params, n, _ = c.fit(get_parameters(model), {"batch_size": 4, "seed": 1})
+    params, n, _ = c.fit(get_parameters(model), TrainSettings(batch_size=4, seed=1))
     assert n == 16
-    loss, n_test, metrics = c.evaluate(params, {})
+    loss, n_test, metrics = c.evaluate(params, EvaluateInstructions())
     assert n_test == 16 and np.isfinite(loss) and set(metrics) == {"accuracy", "balanced_accuracy", "roc_auc"}
 
 
@@ -102,7 +104,7 @@ def test_evaluate_by_hand() -> None:
     model = nn.Linear(2, 2)
     c = TorchClient(model, lambda: (x, y), lambda: (x, y), device="cpu")
     params = {"weight": np.eye(2, dtype=np.float32), "bias": np.zeros(2, np.float32)}
-    loss, n, metrics = c.evaluate(params, {})
+    loss, n, metrics = c.evaluate(params, EvaluateInstructions())
     assert n == 5
     assert metrics["accuracy"] == pytest.approx(3 / 5)
     assert metrics["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3) / 2)
@@ -141,18 +143,18 @@ def test_regression_outputs_have_no_classification_metrics() -> None:
 
 
 def test_unknown_optimizer_is_an_error() -> None:
-    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
-        client(nn.Linear(4, 2)).fit(get_parameters(nn.Linear(4, 2)), {"optimizer": "lbfgs"})
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, adam, adamw, got 'lbfgs'"):
+        TrainSettings(optimizer="lbfgs")  # type: ignore[arg-type]
 
 
 def test_a_torch_task_reads_the_default_npz_layout(tmp_path: Path, torch_task: Path, write_silo) -> None:
     folder = write_silo(tmp_path / "silo", n_train=12, n_test=5)
-    task = Task.load(torch_task)
+    task = TaskModule.load(torch_task)
     c = task.make_client([folder], seed=0, device="cpu")
     assert isinstance(c, TorchClient)
     start = task.initial_parameters(0)
     assert list(start) == ["weight", "bias"]
-    params, n, _ = c.fit(start, {"seed": 1, "lr": 0.5, "batch_size": 4})
+    params, n, _ = c.fit(start, TrainSettings(seed=1, lr=0.5, batch_size=4))
     assert n == 12 and not np.array_equal(params["weight"], start["weight"])
-    loss, n_test, metrics = c.evaluate(params, {})
+    loss, n_test, metrics = c.evaluate(params, EvaluateInstructions())
     assert n_test == 5 and "accuracy" in metrics

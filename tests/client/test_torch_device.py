@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from fedsilo.client.torch import TorchClient, get_parameters, worker_device  # noqa: E402
+from fedsilo.wire.instructions import TrainSettings  # noqa: E402
 
 
 def silo_data(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +32,7 @@ def test_silos_of_one_worker_share_the_model_without_reallocating_it() -> None:
     model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
     before = storage(model)
     global_model = get_parameters(model)
-    config = {"epochs": 1, "batch_size": 8, "lr": 0.1, "seed": 1, "round": 1}
+    config = TrainSettings(epochs=1, batch_size=8, lr=0.1, seed=1, round=1)
     updates = []
     for silo in range(3):  # what a worker does: one client per silo, all over the same model
         data = silo_data(silo)

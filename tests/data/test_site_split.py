@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import HAM_COLOURS, HAM_DX, HAM_SITES, ham10000_rows, write_ham10000_release
 from fedsilo.data.partition import by_value
 from fedsilo.data.split import format_report, split_dataset
 from fedsilo.errors import ConfigError, DataError
+from helpers import HAM_COLOURS, HAM_DX, HAM_SITES, ham10000_rows, write_ham10000_release
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SITE_ARGS = {"method": "column", "column": "dataset", "label_column": "dx", "groups_key": "lesion_id"}

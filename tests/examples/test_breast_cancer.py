@@ -20,7 +20,7 @@ pytest.importorskip("sklearn")
 from fedsilo.data.datasets import find_dataset, load_arrays  # noqa: E402
 from fedsilo.errors import DataError  # noqa: E402
 from fedsilo.experiment.config import load_config  # noqa: E402
-from fedsilo.runtime.runner import run_experiment  # noqa: E402
+from fedsilo.runtime.launch import run_experiment  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "breast_cancer_sklearn"
 

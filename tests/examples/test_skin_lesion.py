@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import HAM_SITES, ham10000_rows, write_ham10000_release
 from fedsilo.errors import DataError
 from fedsilo.experiment.config import load_config
-from fedsilo.experiment.task import Task
+from fedsilo.silo.task import TaskModule
+from helpers import HAM_SITES, ham10000_rows, write_ham10000_release
 
 pytest.importorskip("torch")
 
@@ -62,7 +62,7 @@ def test_every_yaml_loads_and_the_strategy_variants_change_only_the_strategy() -
 
 
 def test_features_encode_a_row_as_documented() -> None:
-    task = Task.load(EXAMPLE / "task.py").module
+    task = TaskModule.load(EXAMPLE / "task.py").module
     x = task.features(
         [
             {"age": "70", "sex": "female", "localization": "face"},
@@ -79,7 +79,7 @@ def test_features_encode_a_row_as_documented() -> None:
 
 
 def test_a_diagnosis_outside_the_seven_is_a_data_error(tmp_path: Path) -> None:
-    task = Task.load(EXAMPLE / "task.py").module
+    task = TaskModule.load(EXAMPLE / "task.py").module
     (tmp_path / "train.csv").write_text("lesion_id,dx,age,sex,localization\nHAM_1,melanoma,50,male,back\n")
     with pytest.raises(DataError, match="unknown diagnoses melanoma"):
         task.load_data(tmp_path, "train")
@@ -141,7 +141,7 @@ def test_the_cnn_trains_on_a_generated_image_release(cli, tmp_path: Path, run_fo
     assert result.exit_code == 0, result.stderr
     assert json.loads((data / "split.json").read_text())["params"]["image_size"] == 16
     experiment = copy_example(tmp_path, "images.yaml", data, rounds=1, runtime={"workers": 0})
-    task = Task.load(tmp_path / "task_images.py").module
+    task = TaskModule.load(tmp_path / "task_images.py").module
     x, y = task.load_data(data / "rosendahl", "train")
     assert x.shape[1:] == (3, 16, 16) and x.dtype == np.float32 and y.dtype == np.int64
 

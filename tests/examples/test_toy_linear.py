@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from fedsilo.experiment.config import load_config
-from fedsilo.experiment.task import Task
-from fedsilo.runtime.runner import run_experiment
+from fedsilo.runtime.launch import run_experiment
+from fedsilo.silo.task import TaskModule
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "toy_linear"
 
@@ -33,7 +33,7 @@ def _copy_example(root: Path, workers: int | str) -> Path:
 
 
 def test_the_four_points_lie_on_the_documented_line() -> None:
-    task = Task.load(EXAMPLE / "task.py")
+    task = TaskModule.load(EXAMPLE / "task.py")
     x, y = task.load_data([EXAMPLE / "bob.csv", EXAMPLE / "alice.csv"], "train")
     assert x.shape == (4, 2) and y.shape == (4, 1)
     np.testing.assert_array_equal(y[:, 0], 2 * x[:, 0] - 3 * x[:, 1] + 1)
@@ -45,7 +45,7 @@ def test_loss_goes_down_every_round(tmp_path: Path, metrics_of, workers: int | s
     config, text = load_config(_copy_example(tmp_path, workers))
     result = run_experiment(config, text)
 
-    task = Task.load(config.task)
+    task = TaskModule.load(config.task)
     everyone = task.make_client([tmp_path / "bob.csv", tmp_path / "alice.csv"], config.seed, "cpu")
     initial_loss, n, _ = everyone.evaluate(task.initial_parameters(config.seed), {})
     assert n == 4

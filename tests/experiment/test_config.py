@@ -33,7 +33,7 @@ def test_minimal_config_gets_the_defaults() -> None:
     assert config.seed == 0 and config.runtime.workers == "auto"
     assert config.server.data is None and config.server.round_timeout_s == 600.0
     assert config.server.evaluate_every == 1
-    assert config.fit_config()["lr"] == 0.01
+    assert config.train_settings().lr == 0.01
 
 
 def test_a_misspelt_top_level_key_is_an_error_naming_it() -> None:

@@ -129,7 +129,7 @@ def test_server_hooks_without_server_data_are_a_problem(make_experiment) -> None
 
 
 def test_with_many_silos_only_the_first_few_are_opened(make_experiment) -> None:
-    from fedsilo.experiment.plan import FULL_CHECK_SILOS, NOT_OPENED, OPENED_SILOS
+    from fedsilo.experiment.silo_checks import FULL_CHECK_SILOS, NOT_OPENED, OPENED_SILOS
 
     silos = {f"s{i:03d}": 3 for i in range(FULL_CHECK_SILOS + 1)}
     path = make_experiment(silos=silos)
@@ -146,7 +146,7 @@ def test_with_many_silos_only_the_first_few_are_opened(make_experiment) -> None:
 
 
 def test_a_bad_file_among_the_first_silos_is_still_found(make_experiment, torch_task: Path) -> None:
-    from fedsilo.experiment.plan import FULL_CHECK_SILOS
+    from fedsilo.experiment.silo_checks import FULL_CHECK_SILOS
 
     path = make_experiment(silos={f"s{i:03d}": 3 for i in range(FULL_CHECK_SILOS + 1)}, task=torch_task)
     (path.parent / "data" / "s002" / "train.npz").write_bytes(b"garbage")

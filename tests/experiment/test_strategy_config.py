@@ -17,7 +17,7 @@ from fedsilo.errors import ConfigError
 from fedsilo.experiment.config import ExperimentConfig, load_config, parse_config
 from fedsilo.experiment.plan import build_plan, make_strategy
 from fedsilo.experiment.strategy_config import STRATEGY_NAMES, strategy_params
-from fedsilo.runtime.runner import run_experiment
+from fedsilo.runtime.launch import run_experiment
 from fedsilo.strategy.fedavg import FedAvg
 from fedsilo.strategy.fedopt import FedOpt
 from fedsilo.strategy.fedprox import FedProx

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.privacy.secagg import layout_of, new_round, server, silo
 from fedsilo.privacy.secagg.messages import KeyDirectory, SharesForSilo
+from fedsilo.wire.arrays import ArrayDict
 
 
 class Stepper:

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.errors import SecAggError
 from fedsilo.privacy.secagg import FixedPoint, layout_of, new_round, server, silo, simulate_round
 from fedsilo.privacy.secagg.encoding import decode, encode, layout_size
 from fedsilo.privacy.secagg.messages import SecAggConfig
 from fedsilo.privacy.secagg.prg import expand
 from fedsilo.privacy.secagg.simulate import STEPS
+from fedsilo.wire.arrays import ArrayDict
 
 
 def make_updates(n: int, seed: int = 0, size: int = 7) -> dict[int, ArrayDict]:

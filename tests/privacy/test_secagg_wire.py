@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from fedsilo.arrays import to_bytes as arrays_to_bytes
 from fedsilo.errors import SecAggError
 from fedsilo.privacy.secagg import FixedPoint, layout_of, new_round, simulate_round
 from fedsilo.privacy.secagg.messages import (
@@ -21,6 +20,7 @@ from fedsilo.privacy.secagg.messages import (
     UnmaskShares,
 )
 from fedsilo.privacy.secagg.wire import META_KEY, from_bytes, to_bytes
+from fedsilo.wire.arrays import to_bytes as arrays_to_bytes
 
 
 def _equal(a: object, b: object) -> bool:

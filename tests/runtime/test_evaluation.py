@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
-from fedsilo.experiment.task import Task  # noqa: E402
+from fedsilo.silo.task import TaskModule  # noqa: E402
 
 GAN_TASK = Path(__file__).resolve().parents[1] / "tasks" / "tiny_gan.py"
 LR = 0.5  # the make_experiment default
@@ -42,7 +42,7 @@ def test_server_hooks_run_every_n_rounds_and_write_sample_grids(
     result = cli("run", path, "--quiet")
     assert result.exit_code == 0, result.stderr
     run, root = run_folder(path.parent / "runs"), path.parent
-    start = float(Task.load(GAN_TASK).initial_parameters(0)["generator.bias"].astype(np.float64).sum())
+    start = float(TaskModule.load(GAN_TASK).initial_parameters(0)["generator.bias"].astype(np.float64).sum())
     mean = train_mean(root, ["a", "b", "c"])
 
     server = [r for r in metrics_of(run) if r["scope"] == "server" and r["phase"] == "evaluate"]
@@ -73,7 +73,7 @@ def test_baselines_are_scored_by_the_same_hooks(cli, make_experiment, run_folder
     result = cli("run", path, "--baselines", "--quiet")
     assert result.exit_code == 0, result.stderr
     run, root = run_folder(path.parent / "runs"), path.parent
-    start = float(Task.load(GAN_TASK).initial_parameters(0)["generator.bias"].astype(np.float64).sum())
+    start = float(TaskModule.load(GAN_TASK).initial_parameters(0)["generator.bias"].astype(np.float64).sum())
     base = json.loads((run / "summary.json").read_text())["baselines"]
     for silo in ("a", "b", "c"):  # one fit of all rounds' epochs: the bias moves once
         row = base["local_only"][silo]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from fedsilo.experiment.plan import OPENED_SILOS
+from fedsilo.experiment.silo_checks import OPENED_SILOS
 from fedsilo.server.registry import EVALUATE, FIT, round_rng, sample_silos
 
 TASK = Path(__file__).resolve().parents[1] / "tasks" / "counting_numpy.py"

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsilo.arrays import Layout
-from fedsilo.experiment.task import Task
-from fedsilo.messages import ExchangeRes, Failure, FitIns, FitRes
 from fedsilo.privacy.secagg import envelope, layout_of, new_round
 from fedsilo.privacy.secagg.messages import AdvertiseKeys
 from fedsilo.privacy.secagg.wire import from_bytes, to_bytes
-from fedsilo.runtime.simulation import WorkerPool
+from fedsilo.silo.task import TaskModule
+from fedsilo.wire.instructions import FitInstructions, SecAggRequest, TrainSettings
+from fedsilo.wire.messages import ExchangeRes, Failure, FitIns, FitRes
+from helpers import attached_pool
 
 pytest.importorskip("cryptography")
 NAMES = ("a", "b", "c")
@@ -34,9 +34,15 @@ def advertise_messages(params: dict[str, np.ndarray]) -> dict[str, bytes]:
 @pytest.mark.parametrize("kill", [False, True], ids=["all-alive", "one-worker-killed"])
 def test_steps_reach_the_worker_holding_each_session(tmp_path: Path, linear_task: Path, write_silo, kill) -> None:
     folders = {name: [write_silo(tmp_path / name, 6 + 3 * i, seed=i)] for i, name in enumerate(NAMES)}
-    params = Task.load(linear_task).initial_parameters(0)
-    with WorkerPool(linear_task, folders, Layout.of(params), seed=0, workers=2, device="cpu") as pool:
-        fits = list(pool.fit(list(NAMES), FitIns(1, params, {"seed": 0, "secagg": True, "lr": 0.1}), timeout=60))
+    params = TaskModule.load(linear_task).initial_parameters(0)
+    with attached_pool(linear_task, folders, params, tmp_path / "store", seed=0, workers=2, device="cpu") as pool:
+        fits = list(
+            pool.fit(
+                list(NAMES),
+                FitIns(1, params, FitInstructions(TrainSettings(seed=0, lr=0.1), secagg=SecAggRequest())),
+                timeout=60,
+            )
+        )
         assert all(isinstance(r, FitRes) and r.parameters == {} for r in fits)
         lost: set[str] = set()
         if kill:
@@ -51,4 +57,6 @@ def test_steps_reach_the_worker_holding_each_session(tmp_path: Path, linear_task
             else:
                 reply = replies[name]
                 assert isinstance(reply, ExchangeRes) and from_bytes(reply.payload, AdvertiseKeys).silo == i + 1
-        assert isinstance(next(iter(pool.fit(["a"], FitIns(2, params, {"seed": 0}), timeout=60))), FitRes)
+        assert isinstance(
+            next(iter(pool.fit(["a"], FitIns(2, params, FitInstructions(TrainSettings(seed=0))), timeout=60))), FitRes
+        )

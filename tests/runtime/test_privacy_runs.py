@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.arrays import load_file
 from fedsilo.privacy.accounting import PrivacyAccountant, PrivacyEvent
 from fedsilo.server.checkpoint import latest_checkpoint, load_checkpoint
 from fedsilo.strategy.central_dp import CLIP
+from fedsilo.wire.arrays import load_file
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 DP = {"noise_multiplier": 1.2, "clip_norm": 0.5}

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsilo.arrays import load_file, spec_of, wire_size
-from fedsilo.compression import Codec, encoded_spec
 from fedsilo.experiment.config import load_config
-from fedsilo.runtime.processes import run_processes
-from fedsilo.runtime.runner import run_experiment
+from fedsilo.runtime.launch import run_experiment
+from fedsilo.wire.arrays import load_file, spec_of, wire_size
+from fedsilo.wire.codecs import Codec, encoded_spec
+from helpers import run_in_processes
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 
@@ -42,7 +42,7 @@ def silo_pids(kits: Path) -> dict[str, int]:
 def test_processes_give_the_same_model_as_simulation(make_experiment, torch_task) -> None:
     config, text = load_config(make_experiment(task=torch_task, workers=2, extra={"server": {"heartbeat_s": 0.5}}))
     simulated = run_experiment(config, text)
-    processes = run_processes(config.model_copy(update={"output": config.output.parent / "runs_p"}), text)
+    processes = run_in_processes(config.model_copy(update={"output": config.output.parent / "runs_p"}), text)
     assert list(simulated.parameters) == list(processes.parameters)
     for name, value in simulated.parameters.items():
         np.testing.assert_allclose(processes.parameters[name], value, rtol=0, atol=1e-6)
@@ -77,7 +77,7 @@ def test_killing_one_of_three_silos_mid_round_completes_the_round_with_two(make_
         def on_metrics(self, row) -> None: ...
         def on_round_end(self, *a) -> None: ...
 
-    result = run_processes(config, text, observers=[KillC()])
+    result = run_in_processes(config, text, observers=[KillC()])
     rows = metrics_of(result.run_dir)
     round1 = {r["silo"]: r for r in rows if r["round"] == 1 and r["scope"] == "silo" and r["phase"] == "fit"}
     assert round1["c"]["failure_kind"] == "disconnected"
@@ -260,7 +260,7 @@ def test_codecs_and_central_dp_over_grpc_give_the_simulations_model(make_experim
     }
     config, text = load_config(make_experiment(workers=2, extra=extra))
     simulated = run_experiment(config, text)
-    processes = run_processes(config.model_copy(update={"output": config.output.parent / "runs_p"}), text)
+    processes = run_in_processes(config.model_copy(update={"output": config.output.parent / "runs_p"}), text)
     for name, value in simulated.parameters.items():
         np.testing.assert_allclose(processes.parameters[name], value, rtol=0, atol=1e-6)
     assert processes.summary["failures"] == 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedsilo.experiment.config import load_config
-from fedsilo.runtime.runner import run_experiment
+from fedsilo.runtime.launch import run_experiment
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from fedsilo.arrays import load_file
 from fedsilo.server.checkpoint import load_checkpoint
+from fedsilo.wire.arrays import load_file
 
 
 def run_ok(cli, *args: Any) -> Any:

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedsilo.arrays import load_file
 from fedsilo.experiment.config import load_config
-from fedsilo.runtime.processes import run_processes
-from fedsilo.runtime.runner import run_experiment
+from fedsilo.runtime.launch import run_experiment
+from fedsilo.wire.arrays import load_file
+from helpers import run_in_processes
 
 pytest.importorskip("cryptography")
 
@@ -58,7 +58,7 @@ def test_a_secure_run_over_processes_matches_simulation(make_experiment, metrics
     extra = {**SECAGG, "server": {"heartbeat_s": 0.5}}
     config, text = load_config(make_experiment(workers=2, rounds=2, seed=4, extra=extra))
     simulated = run_experiment(config, text)
-    processes = run_processes(config.model_copy(update={"output": config.output.parent / "runs_p"}), text)
+    processes = run_in_processes(config.model_copy(update={"output": config.output.parent / "runs_p"}), text)
     assert_same_model(simulated.parameters, processes.parameters)
     assert processes.summary["failures"] == 0
     rows = [r for r in metrics_of(processes.run_dir) if r.get("phase") == "secagg"]

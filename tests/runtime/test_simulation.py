@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsilo.arrays import Layout, load_file
 from fedsilo.errors import FedsiloError
-from fedsilo.experiment.task import Task
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
-from fedsilo.runtime.simulation import POOLED, WorkerPool
+from fedsilo.runtime.simulation import POOLED
 from fedsilo.silo.agent import SiloAgent
+from fedsilo.silo.task import TaskModule
+from fedsilo.wire.arrays import load_file
+from fedsilo.wire.instructions import FitInstructions, TrainSettings
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from helpers import attached_pool
 
 
 def no_workers_left() -> bool:
@@ -58,10 +60,10 @@ def test_pool_replies_match_a_silo_agent_and_it_cleans_up(tmp_path: Path, linear
     sizes = {"a": 6, "b": 9, "c": 4}
     folders = {name: [write_silo(tmp_path / name, n, seed=i)] for i, (name, n) in enumerate(sizes.items())}
     (tmp_path / "b" / "NAN").write_text("")
-    task = Task.load(linear_task)
+    task = TaskModule.load(linear_task)
     params = task.initial_parameters(0)
-    config = {"seed": 3, "lr": 0.5, "batch_size": 4}
-    with WorkerPool(linear_task, folders, Layout.of(params), seed=0, workers=2, device="cpu") as pool:
+    config = FitInstructions(TrainSettings(seed=3, lr=0.5, batch_size=4))
+    with attached_pool(linear_task, folders, params, tmp_path / "store", seed=0, workers=2, device="cpu") as pool:
         assert pool.available() == ["a", "b", "c"]
         replies = {}
         for reply in pool.fit(["a", "b", "c"], FitIns(1, params, config), timeout=60):
@@ -71,14 +73,14 @@ def test_pool_replies_match_a_silo_agent_and_it_cleans_up(tmp_path: Path, linear
         assert isinstance(replies["b"], Failure) and replies["b"].kind == "rejected"
         assert "non-finite" in replies["b"].reason
         for name in ("a", "c"):
-            agent = SiloAgent(name, partial(task.make_client, folders[name], 0, "cpu"), 0)
+            agent = SiloAgent(name, partial(task.make_client, folders[name], 0, "cpu"))
             expected = agent.fit(FitIns(1, params, config))
             assert isinstance(expected, FitRes) and isinstance(replies[name], FitRes)
             assert replies[name].num_examples == expected.num_examples
             for key in params:
                 np.testing.assert_array_equal(replies[name].parameters[key], expected.parameters[key])
 
-        evaluations = list(pool.evaluate(["a", "c"], EvaluateIns(1, params, {}), timeout=60))
+        evaluations = list(pool.evaluate(["a", "c"], EvaluateIns(1, params), timeout=60))
         assert sorted(e.silo for e in evaluations) == ["a", "c"]
         assert all(isinstance(e, EvaluateRes) and e.num_examples == 10 for e in evaluations)
 
@@ -135,9 +137,12 @@ def test_a_dead_workers_failure_names_its_exit_code(tmp_path: Path, linear_task:
     folders = {name: [write_silo(tmp_path / name, 5, seed=i)] for i, name in enumerate(("a", "b", "c"))}
     for name in ("a", "b"):
         (tmp_path / name / "DIE_ONCE").write_text("")  # the task calls os._exit(17)
-    params = Task.load(linear_task).initial_parameters(0)
-    with WorkerPool(linear_task, folders, Layout.of(params), 0, 2, "cpu") as pool:
-        replies = {r.silo: r for r in pool.fit(["a", "b", "c"], FitIns(1, params, {"seed": 1}), timeout=60)}
+    params = TaskModule.load(linear_task).initial_parameters(0)
+    with attached_pool(linear_task, folders, params, tmp_path / "store", 0, 2, "cpu") as pool:
+        replies = {
+            r.silo: r
+            for r in pool.fit(["a", "b", "c"], FitIns(1, params, FitInstructions(TrainSettings(seed=1))), timeout=60)
+        }
         assert isinstance(replies["c"], FitRes)
         del replies["c"]  # a view into the pool's shared memory
     for name in ("a", "b"):
@@ -151,9 +156,9 @@ def test_closing_while_a_reply_view_is_still_held_is_quiet(tmp_path: Path, linea
     # close() means to tolerate a caller that still holds a reply (its arrays are views into the
     # pool's shared memory): "it goes when they do". That must not surface later as an exception
     # raised inside SharedMemory.__del__ (which pytest reports as an unraisable-exception warning).
-    params = Task.load(linear_task).initial_parameters(0)
-    pool = WorkerPool(linear_task, {"a": [write_silo(tmp_path / "a", 5)]}, Layout.of(params), 0, 1, "cpu")
-    (reply,) = list(pool.fit(["a"], FitIns(1, params, {"seed": 1}), timeout=60))
+    params = TaskModule.load(linear_task).initial_parameters(0)
+    pool = attached_pool(linear_task, {"a": [write_silo(tmp_path / "a", 5)]}, params, tmp_path / "store", 0, 1, "cpu")
+    (reply,) = list(pool.fit(["a"], FitIns(1, params, FitInstructions(TrainSettings(seed=1))), timeout=60))
     assert isinstance(reply, FitRes)
     pool.close()
     assert no_workers_left()
@@ -164,7 +169,7 @@ def test_closing_while_a_reply_view_is_still_held_is_quiet(tmp_path: Path, linea
 def test_a_task_that_cannot_load_in_a_worker_is_one_error(tmp_path: Path) -> None:
     task = tmp_path / "task.py"
     task.write_text("raise RuntimeError('no such model weights')\n")
-    layout = Layout.of({"w": np.zeros(2, np.float32)})
+    params = {"w": np.zeros(2, np.float32)}
     with pytest.raises(FedsiloError, match="could not load the task: .*no such model weights"):
-        WorkerPool(task, {"a": [tmp_path]}, layout, seed=0, workers=1, device="cpu")
+        attached_pool(task, {"a": [tmp_path]}, params, tmp_path / "store", seed=0, workers=1, device="cpu")
     assert no_workers_left()

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsilo.arrays import save_file
 from fedsilo.errors import RunDirError
 from fedsilo.server.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from fedsilo.strategy.base import StrategyState
+from fedsilo.wire.arrays import save_file
 
 
 def test_save_load_round_trip_with_strategy_arrays_and_values(tmp_path: Path) -> None:

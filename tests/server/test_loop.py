@@ -12,17 +12,21 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedsilo.arrays import ArrayDict
-from fedsilo.client.base import TrainSettings, silo_seed
+from fedsilo.client.base import silo_seed
 from fedsilo.client.numpy import NumpyClient
 from fedsilo.errors import RoundFailed
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
-from fedsilo.server.loop import LoopSettings, ServerLoop, describe_failures, federated_summary
+from fedsilo.server.evaluation import federated_summary
+from fedsilo.server.gather import describe_failures
+from fedsilo.server.loop import ServerLoop
 from fedsilo.server.registry import FIT, round_rng, sample_silos
+from fedsilo.server.settings import LoopSettings
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.strategy.base import Sampling, StrategyState
 from fedsilo.strategy.fedavg import FedAvg
 from fedsilo.transport.inproc import InProcessTransport
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import FitInstructions, TrainSettings
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 
 
 def f32(values: object) -> np.ndarray:
@@ -120,7 +124,7 @@ def test_rejected_updates_become_failures_and_the_round_goes_on() -> None:
             agent("d", 4, fixed([6, 2, -2], 6)),
         ]
     )
-    params, _ = loop.run(initial(), StrategyState())
+    params = loop.run(initial(), StrategyState()).parameters
     # Only a (1 example) and d (4 examples) count: ([1,2,3] + 4*[6,2,-2]) / 5 ; (1 + 24) / 5
     np.testing.assert_allclose(params["w"], [5.0, 2.0, -1.0], rtol=1e-6)
     np.testing.assert_allclose(params["b"], [5.0], rtol=1e-6)
@@ -140,7 +144,7 @@ def test_a_silo_whose_client_raises_becomes_a_failure() -> None:
     loop, rec = make_loop(
         [agent("a", 1, fixed([1, 2, 3], 1)), agent("b", 3, raising), agent("d", 4, fixed([6, 2, -2], 6))]
     )
-    params, _ = loop.run(initial(), StrategyState())
+    params = loop.run(initial(), StrategyState()).parameters
     np.testing.assert_allclose(params["w"], [5.0, 2.0, -1.0], rtol=1e-6)
     row = rec.fit_rows(1)["b"]
     assert row["failure_kind"] == "error"
@@ -192,7 +196,7 @@ def test_central_evaluation_at_round_zero_and_after_each_round_with_checkpoints(
         central_evaluate=central,
         checkpoint=lambda r, p, s: saved.append((r, {k: v.copy() for k, v in p.items()})),
     )
-    params, _ = loop.run(initial(), StrategyState())
+    params = loop.run(initial(), StrategyState()).parameters
     # Each round moves every entry by (1*(+1) + 4*(-1)) / 5 = -0.6, starting from the last model.
     np.testing.assert_allclose(params["w"], [-1.2, -1.2, -1.2], rtol=1e-6)
     assert [s["w"][0] for s in seen] == pytest.approx([0.0, -0.6, -1.2])
@@ -214,7 +218,7 @@ def test_resuming_from_round_three_skips_the_initial_evaluation() -> None:
         rounds=3,
         central_evaluate=lambda r, p: (evaluated.append(float(p["w"][0])) or 0.0, {}),
     )
-    params, _ = loop.run(initial(), StrategyState(), start_round=3)
+    params = loop.run(initial(), StrategyState(), start_round=3).parameters
     np.testing.assert_allclose(params["w"], [-0.6] * 3, rtol=1e-6)
     assert evaluated == pytest.approx([-0.6])
     assert {r["round"] for r in rec.rows} == {3}
@@ -300,7 +304,7 @@ class ZeroExamples:
 
 def test_an_update_claiming_zero_examples_is_rejected() -> None:
     loop, rec = make_loop([agent("a", 2, fixed([1, 2, 3], 1)), ZeroExamples()], sampling=Sampling())  # type: ignore[list-item]
-    params, _ = loop.run(initial(), StrategyState())
+    params = loop.run(initial(), StrategyState()).parameters
     np.testing.assert_allclose(params["w"], [1, 2, 3])
     row = rec.fit_rows(1)["z"]
     assert row["failure_kind"] == "rejected" and "num_examples=0" in row["failure"]
@@ -320,7 +324,9 @@ def test_sampling_follows_the_seeded_registry_and_config_reaches_the_silos() -> 
     loop, rec = make_loop(
         [agent(n, 2, recording(n)) for n in names],
         sampling=Sampling(fraction_fit=0.5, min_fit_clients=1),
-        settings=LoopSettings(rounds=3, seed=11, fit_config={"lr": 0.125, "epochs": 2}, wait_timeout=1.0),
+        settings=LoopSettings(
+            rounds=3, seed=11, instructions=FitInstructions(TrainSettings(lr=0.125, epochs=2)), wait_timeout=1.0
+        ),
     )
     loop.run(initial(), StrategyState())
     for rnd, chosen in rec.starts:

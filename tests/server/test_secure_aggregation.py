@@ -7,23 +7,25 @@ a step must leave the survivors' mean (or fail the round, model unchanged, below
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.client.base import TrainSettings
 from fedsilo.client.numpy import NumpyClient
 from fedsilo.errors import RoundFailed
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
-from fedsilo.server.loop import LoopSettings, ServerLoop
+from fedsilo.server.loop import ServerLoop
 from fedsilo.server.secure_aggregation import SecAggSettings
+from fedsilo.server.settings import LoopSettings
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.strategy.base import Sampling
 from fedsilo.strategy.fedavg import FedAvg
 from fedsilo.strategy.fedopt import FedOpt
 from fedsilo.transport.inproc import InProcessTransport
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 
 pytest.importorskip("cryptography")
 
@@ -81,7 +83,7 @@ def run(agents: dict[str, Any], secagg: SecAggSettings | None, strategy: Any = N
     strategy = strategy or FedAvg(Sampling(min_fit_clients=min_fit, min_available_clients=len(agents)))
     settings = LoopSettings(rounds=1, seed=0, secure_aggregation=secagg)
     loop = ServerLoop(InProcessTransport(agents), strategy, settings)
-    return loop.run(initial(), strategy.initial_state(initial()))
+    return loop.run(initial(), strategy.initial_state(initial())).parameters
 
 
 class Rows:
@@ -98,8 +100,8 @@ class Rows:
 
 def test_secure_fedavg_equals_plain_fedavg_to_fixed_point_precision() -> None:
     names = list(MODELS)
-    plain, _ = run({s: agent(s) for s in names}, None)
-    secure, _ = run({s: agent(s) for s in names}, SecAggSettings())
+    plain = run({s: agent(s) for s in names}, None)
+    secure = run({s: agent(s) for s in names}, SecAggSettings())
     expected = fedavg_of(names)
     for k in expected:
         np.testing.assert_allclose(plain[k], expected[k], atol=1e-6)
@@ -115,7 +117,7 @@ def test_a_silo_dying_mid_protocol_leaves_the_survivors_mean(step: str) -> None:
     strategy = FedAvg(Sampling(min_fit_clients=2, min_available_clients=4))
     loop = ServerLoop(InProcessTransport(agents), strategy, LoopSettings(1, secure_aggregation=SecAggSettings()),
                       observers=[observer])  # fmt: skip
-    params, _ = loop.run(initial(), strategy.initial_state(initial()))
+    params = loop.run(initial(), strategy.initial_state(initial())).parameters
     # dying after sending its masked input (at unmask) leaves b's update in the sum
     expected = fedavg_of(list(MODELS) if step == "unmask" else ["a", "c", "d"])
     for k in expected:
@@ -138,7 +140,7 @@ def test_below_the_threshold_the_round_fails_and_the_model_is_unchanged() -> Non
     strategy = FedAvg(Sampling(min_fit_clients=2, min_available_clients=4))
     settings = LoopSettings(1, failed_rounds_allowed=1, secure_aggregation=SecAggSettings(threshold=3))
     loop = ServerLoop(InProcessTransport(two_die_before_masking()), strategy, settings)
-    params, _ = loop.run(initial(), strategy.initial_state(initial()))
+    params = loop.run(initial(), strategy.initial_state(initial())).parameters
     for k, v in initial().items():
         np.testing.assert_array_equal(params[k], v)
     with pytest.raises(RoundFailed, match=r"fewer than the threshold t=3.*a at masked_input.*b at masked_input"):
@@ -148,8 +150,8 @@ def test_below_the_threshold_the_round_fails_and_the_model_is_unchanged() -> Non
 def test_fedadam_works_unchanged_on_the_secure_mean() -> None:
     names = list(MODELS)
     sampling = Sampling(min_fit_clients=2, min_available_clients=4)
-    plain, _ = run({s: agent(s) for s in names}, None, FedOpt("fedadam", sampling, eta=0.1))
-    secure, _ = run({s: agent(s) for s in names}, SecAggSettings(), FedOpt("fedadam", sampling, eta=0.1))
+    plain = run({s: agent(s) for s in names}, None, FedOpt("fedadam", sampling, eta=0.1))
+    secure = run({s: agent(s) for s in names}, SecAggSettings(), FedOpt("fedadam", sampling, eta=0.1))
     for k in plain:
         np.testing.assert_allclose(secure[k], plain[k], atol=1e-6)
         assert not np.allclose(plain[k], initial()[k])
@@ -158,7 +160,7 @@ def test_fedadam_works_unchanged_on_the_secure_mean() -> None:
 def test_a_silo_sending_its_update_in_the_clear_is_refused() -> None:
     class Clear(DiesAt):
         def fit(self, ins: FitIns) -> FitRes | Failure:
-            res = self.inner.fit(FitIns(ins.round, ins.parameters, {**ins.config, "secagg": False}))
+            res = self.inner.fit(FitIns(ins.round, ins.parameters, replace(ins.instructions, secagg=None)))
             return res
 
     agents: dict[str, Any] = {s: agent(s) for s in MODELS}
@@ -167,7 +169,7 @@ def test_a_silo_sending_its_update_in_the_clear_is_refused() -> None:
     strategy = FedAvg(Sampling(min_fit_clients=2, min_available_clients=4))
     loop = ServerLoop(InProcessTransport(agents), strategy, LoopSettings(1, secure_aggregation=SecAggSettings()),
                       observers=[observer])  # fmt: skip
-    params, _ = loop.run(initial(), strategy.initial_state(initial()))
+    params = loop.run(initial(), strategy.initial_state(initial())).parameters
     rejected = [r for r in observer.rows if r.get("phase") == "fit" and r["silo"] == "c"]
     assert "in the clear" in rejected[0]["failure"]
     expected = fedavg_of(["a", "b", "d"])
@@ -194,7 +196,7 @@ def test_a_reply_claiming_another_silos_number_drops_its_sender() -> None:
     strategy = FedAvg(Sampling(min_fit_clients=2, min_available_clients=4))
     loop = ServerLoop(InProcessTransport(agents), strategy, LoopSettings(1, secure_aggregation=SecAggSettings()),
                       observers=[observer])  # fmt: skip
-    params, _ = loop.run(initial(), strategy.initial_state(initial()))
+    params = loop.run(initial(), strategy.initial_state(initial())).parameters
     d_row = next(r for r in observer.rows if r.get("phase") == "secagg" and r["silo"] == "d")
     assert "dropped at advertise" in d_row["failure"] and "silo number 1" in d_row["failure"]
     expected = fedavg_of(["a", "b", "c"])
@@ -226,8 +228,10 @@ def test_distributed_dp_the_unmasked_sum_carries_the_central_noise(dropped: str 
     strategy = FedAvg(Sampling(min_fit_clients=2, min_available_clients=4))
     secagg = SecAggSettings(threshold=3, dp_noise_multiplier=z, dp_clip_norm=c)
     zeros = {"w": np.zeros(size, np.float32)}
-    params, _ = ServerLoop(InProcessTransport(agents), strategy, LoopSettings(1, secure_aggregation=secagg)).run(
-        zeros, strategy.initial_state(zeros)
+    params = (
+        ServerLoop(InProcessTransport(agents), strategy, LoopSettings(1, secure_aggregation=secagg))
+        .run(zeros, strategy.initial_state(zeros))
+        .parameters
     )
     survivors = 3 if dropped else 4
     noise_sum = params["w"].astype(np.float64) * survivors  # the mean over the survivors, times their count
@@ -241,7 +245,9 @@ def test_distributed_dp_clips_each_update_to_clip_norm_with_uniform_weights() ->
     strategy = FedAvg(Sampling(min_fit_clients=2, min_available_clients=3))
     secagg = SecAggSettings(dp_noise_multiplier=0.0, dp_clip_norm=c)
     zeros = {"w": np.zeros(size, np.float32)}
-    params, _ = ServerLoop(InProcessTransport(agents), strategy, LoopSettings(1, secure_aggregation=secagg)).run(
-        zeros, strategy.initial_state(zeros)
+    params = (
+        ServerLoop(InProcessTransport(agents), strategy, LoopSettings(1, secure_aggregation=secagg))
+        .run(zeros, strategy.initial_state(zeros))
+        .parameters
     )
     np.testing.assert_allclose(params["w"], 0.5, atol=1e-6)

@@ -6,17 +6,19 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict, spec_of, wire_size
 from fedsilo.client.numpy import NumpyClient
-from fedsilo.compression import Codec, encoded_spec
-from fedsilo.messages import FitIns, FitRes
 from fedsilo.privacy.accounting import PrivacyAccountant, PrivacyEvent
-from fedsilo.server.loop import LoopSettings, ServerLoop
+from fedsilo.server.loop import ServerLoop
+from fedsilo.server.settings import LoopSettings
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.strategy.base import Sampling
 from fedsilo.strategy.central_dp import CentralDP
 from fedsilo.strategy.fedavg import FedAvg
 from fedsilo.transport.inproc import InProcessTransport
+from fedsilo.wire.arrays import ArrayDict, spec_of, wire_size
+from fedsilo.wire.codecs import Codec, encoded_spec
+from fedsilo.wire.instructions import FitInstructions
+from fedsilo.wire.messages import FitIns, FitRes
 
 SIZE = 1000
 
@@ -60,10 +62,10 @@ def run(strategy: Any, codec: Codec, agents: dict[str, Any], rounds: int = 1) ->
     loop = ServerLoop(
         InProcessTransport(agents),
         strategy,
-        LoopSettings(rounds, seed=0, fit_config={"epochs": 1}, codec=codec),
+        LoopSettings(rounds, seed=0, instructions=FitInstructions(codec=codec)),
         observers=[rows],
     )
-    params, _ = loop.run(initial(), strategy.initial_state(initial()))
+    params = loop.run(initial(), strategy.initial_state(initial())).parameters
     return params, rows
 
 

@@ -6,12 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict
-from fedsilo.client.base import TrainSettings, silo_seed
+from fedsilo.client.base import silo_seed
 from fedsilo.client.numpy import NumpyClient
 from fedsilo.errors import DataError
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 from fedsilo.silo.agent import SiloAgent, describe
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import FitInstructions, TrainSettings
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 
 
 def model() -> ArrayDict:
@@ -45,7 +46,7 @@ class Task:
 
 
 def test_fit_returns_the_clients_update() -> None:
-    reply = Task().agent().fit(FitIns(1, model(), {"seed": 3}))
+    reply = Task().agent().fit(FitIns(1, model(), FitInstructions(TrainSettings(seed=3))))
     assert isinstance(reply, FitRes)
     assert reply.silo == "hospital_a" and reply.num_examples == 4
     np.testing.assert_array_equal(reply.parameters["w"], np.ones((2, 2)))
@@ -112,10 +113,10 @@ def test_a_global_model_with_missing_or_nan_arrays_is_refused() -> None:
 def test_fit_derives_a_per_silo_per_round_seed_and_passes_the_round() -> None:
     task = Task()
     a, b = task.agent("a"), task.agent("b")
-    a.fit(FitIns(2, model(), {"seed": 9, "lr": 0.3}))
-    b.fit(FitIns(2, model(), {"seed": 9, "lr": 0.3}))
-    a.fit(FitIns(3, model(), {"seed": 9, "lr": 0.3}))
-    a.fit(FitIns(0, model(), {"seed": 9}))  # baselines train at "round 0"
+    a.fit(FitIns(2, model(), FitInstructions(TrainSettings(seed=9, lr=0.3))))
+    b.fit(FitIns(2, model(), FitInstructions(TrainSettings(seed=9, lr=0.3))))
+    a.fit(FitIns(3, model(), FitInstructions(TrainSettings(seed=9, lr=0.3))))
+    a.fit(FitIns(0, model(), FitInstructions(TrainSettings(seed=9))))  # baselines train at "round 0"
     seeds = [s.seed for s in task.settings]
     assert seeds[:3] == [silo_seed(9, 2, "a"), silo_seed(9, 2, "b"), silo_seed(9, 3, "a")]
     assert len(set(seeds[:3])) == 3

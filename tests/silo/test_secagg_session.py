@@ -7,15 +7,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.client.numpy import NumpyClient
 from fedsilo.errors import SecAggError
-from fedsilo.messages import Failure, FitIns, FitRes
 from fedsilo.privacy.secagg import envelope, layout_of, new_round
 from fedsilo.privacy.secagg.messages import AdvertiseKeys
 from fedsilo.privacy.secagg.wire import from_bytes, to_bytes
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.silo.secagg_session import SecAggSession
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import FitInstructions, SecAggRequest, TrainSettings
+from fedsilo.wire.messages import Failure, FitIns, FitRes
 
 pytest.importorskip("cryptography")
 
@@ -40,7 +41,7 @@ def advertise_message(round: int, silo: int = 2, step: str = "advertise") -> byt
 
 def test_a_secagg_fit_keeps_the_update_and_sends_only_counts_and_metrics() -> None:
     a = agent()
-    reply = a.fit(FitIns(4, start(), {"secagg": True}))
+    reply = a.fit(FitIns(4, start(), FitInstructions(secagg=SecAggRequest())))
     assert isinstance(reply, FitRes)
     assert reply.parameters == {} and reply.num_examples == 7 and reply.metrics == {"train_loss": 0.1}
     answer = a.exchange("advertise", advertise_message(4))
@@ -51,7 +52,7 @@ def test_without_a_secagg_fit_there_is_no_session_and_a_plain_fit_sends_its_mode
     a = agent()
     failed = a.exchange("advertise", advertise_message(1))
     assert isinstance(failed, Failure) and "no secure-aggregation session" in failed.reason
-    reply = a.fit(FitIns(1, start(), {}))
+    reply = a.fit(FitIns(1, start(), FitInstructions(TrainSettings())))
     assert isinstance(reply, FitRes)
     np.testing.assert_array_equal(reply.parameters["w"], [3.0, 6.0])
     assert isinstance(a.exchange("advertise", advertise_message(1)), Failure)  # the plain fit left no session

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from fedsilo.errors import ConfigError
-from fedsilo.messages import FitRes
 from fedsilo.privacy.accounting import PrivacyAccountant, PrivacyEvent
 from fedsilo.strategy.base import Sampling, SpendsPrivacy, StrategyState
 from fedsilo.strategy.central_dp import ACCOUNTANT, CLIP, NOISE_STREAM, CentralDP
 from fedsilo.strategy.fedavg import FedAvg
 from fedsilo.strategy.fedopt import FedOpt
+from fedsilo.wire.messages import FitRes
 
 GLOBAL = {"w": np.array([1.0, 1.0], np.float32), "b": np.array([0.0], np.float32)}
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict
-from fedsilo.messages import FitRes
 from fedsilo.strategy.base import Sampling, StrategyState
 from fedsilo.strategy.fedavg import FedAvg
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import StrategyExtras
+from fedsilo.wire.messages import FitRes
 
 
 def f32(values: object) -> np.ndarray:
@@ -27,7 +28,7 @@ def test_two_rounds_of_fedavg_by_hand() -> None:
     g0 = {"w": f32([[0, 0], [0, 0]]), "b": f32([0])}
     state = strategy.initial_state(g0)
     assert state == StrategyState()
-    assert strategy.fit_config(1, state) == {}
+    assert strategy.fit_extras(1, state) == StrategyExtras()
 
     # Round 1: silos with 1, 3 and 6 examples.
     round1 = [

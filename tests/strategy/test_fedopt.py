@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.errors import RunDirError
 from fedsilo.experiment.config import load_config
-from fedsilo.messages import FitRes
-from fedsilo.runtime.runner import run_experiment
+from fedsilo.runtime.launch import run_experiment
 from fedsilo.server.checkpoint import checkpoint_path, load_checkpoint
 from fedsilo.strategy.base import StrategyState
 from fedsilo.strategy.fedopt import FedOpt
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.messages import FitRes
 
 
 def f64(*values: float) -> np.ndarray:

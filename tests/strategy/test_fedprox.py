@@ -9,11 +9,12 @@ from torch import nn
 
 from fedsilo.client.torch import TorchClient
 from fedsilo.experiment.config import load_config
-from fedsilo.experiment.task import Task
-from fedsilo.messages import FitRes
-from fedsilo.runtime.runner import run_experiment
+from fedsilo.runtime.launch import run_experiment
+from fedsilo.silo.task import TaskModule
 from fedsilo.strategy.base import Sampling, StrategyState
 from fedsilo.strategy.fedprox import FedProx
+from fedsilo.wire.instructions import StrategyExtras, TrainSettings
+from fedsilo.wire.messages import FitRes
 
 
 def f32(*values: float) -> np.ndarray:
@@ -24,7 +25,7 @@ def test_fedprox_sends_mu_and_averages_like_fedavg_over_two_rounds() -> None:
     strategy = FedProx(mu=0.25, sampling=Sampling(min_fit_clients=2))
     g0 = {"w": f32(0, 0)}
     state = strategy.initial_state(g0)
-    assert strategy.fit_config(1, state) == {"proximal_mu": 0.25}
+    assert strategy.fit_extras(1, state) == StrategyExtras(proximal_mu=0.25)
     assert strategy.name == "fedprox" and strategy.sampling.min_fit_clients == 2
 
     agg = strategy.begin(1, g0, state)
@@ -41,7 +42,7 @@ def test_fedprox_sends_mu_and_averages_like_fedavg_over_two_rounds() -> None:
     # (5*[2,0] + 3*[-1,4]) / 8 = [7, 12] / 8
     np.testing.assert_allclose(g2["w"], [0.875, 1.5])
     assert state == StrategyState()
-    assert strategy.fit_config(2, state) == {"proximal_mu": 0.25}
+    assert strategy.fit_extras(2, state) == StrategyExtras(proximal_mu=0.25)
 
 
 def test_mu_must_be_positive() -> None:
@@ -66,7 +67,7 @@ def test_the_torch_client_adds_the_proximal_term_around_the_received_model(mu: f
     # step 2 at w = 1.4: 2(1.4-3) + mu*0.4 = -3.2 + 0.4 mu -> w = 1.4 + 0.32 - 0.04 mu
     #   mu = 0: 1.72 ; mu = 0.5: 1.70 ; mu = 4: 1.56
     client = one_weight_client(start=5.0)
-    config = {"lr": 0.1, "epochs": 2, "batch_size": 1, "optimizer": "sgd", "proximal_mu": mu, "seed": 0}
+    config = TrainSettings(lr=0.1, epochs=2, batch_size=1, optimizer="sgd", proximal_mu=mu, seed=0)
     params, n, _ = client.fit({"weight": np.array([[1.0]], np.float32)}, config)
     assert n == 1
     np.testing.assert_allclose(params["weight"], [[expected]], rtol=1e-6)
@@ -74,7 +75,7 @@ def test_the_torch_client_adds_the_proximal_term_around_the_received_model(mu: f
 
 def test_fedprox_end_to_end_on_the_tiny_torch_task(make_experiment, torch_task) -> None:
     """mu reaches the silos: with a strong pull the global model stays nearer where it started."""
-    initial = Task.load(torch_task).initial_parameters(0)
+    initial = TaskModule.load(torch_task).initial_parameters(0)
 
     def distance_moved(strategy: dict) -> float:
         path = make_experiment(folder=strategy["name"], rounds=2, task=torch_task, extra={"strategy": strategy})

@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.errors import RoundFailed
-from fedsilo.messages import FitRes
 from fedsilo.strategy.base import Sampling, StrategyState
 from fedsilo.strategy.robust import Robust
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import StrategyExtras
+from fedsilo.wire.messages import FitRes
 
 
 def f32(*values: float) -> np.ndarray:
@@ -33,7 +34,7 @@ def test_median_two_rounds_by_hand() -> None:
     strategy = Robust("median")
     g0 = {"w": f32(0, 0)}
     state = strategy.initial_state(g0)
-    assert state == StrategyState() and strategy.fit_config(1, state) == {}
+    assert state == StrategyState() and strategy.fit_extras(1, state) == StrategyExtras()
     # Round 1: x = {1, 2, 50}, y = {4, -1, 50}; the third claims 10^6 examples -> medians (2, 4)
     g1, state, _ = run_round(
         strategy, 1, g0, state, [({"w": f32(1, 4)}, 10), ({"w": f32(2, -1)}, 30), ({"w": f32(50, 50)}, 10**6)]

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsilo.arrays import load_file, read_metadata
 from fedsilo.errors import RunDirError
 from fedsilo.tracking.run_dir import RunDir
+from fedsilo.wire.arrays import load_file, read_metadata
 
 
 def test_create_makes_a_fresh_folder_each_time(tmp_path: Path) -> None:

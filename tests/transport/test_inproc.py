@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 from fedsilo.transport.inproc import InProcessTransport
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 
 
 class Endpoint:

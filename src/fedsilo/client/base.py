@@ -1,61 +1,56 @@
-"""The client interface every framework adapter implements, and the settings it trains with.
+"""The client interface every framework adapter implements, and local DP as a capability of a client.
 
 A client holds one silo's model object and data between rounds; only parameters move. It does
-not know whether it is simulated or deployed, nor which strategy the server runs.
+not know whether it is simulated or deployed, nor which strategy the server runs. It trains with
+the :class:`~fedsilo.wire.instructions.TrainSettings` the silo agent gives it (the server's
+instructions, with the silo's own seed).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from fedsilo.arrays import ArrayDict
-from fedsilo.messages import Config
+from fedsilo.privacy.accounting import PrivacyAccountant
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import EvaluateInstructions, LocalDP, TrainSettings
 
 
 class Client(Protocol):
     def get_parameters(self) -> ArrayDict:
         """The current local model, named arrays."""
 
-    def fit(self, parameters: ArrayDict, config: Config) -> tuple[ArrayDict, int, dict[str, float]]:
+    def fit(self, parameters: ArrayDict, settings: TrainSettings) -> tuple[ArrayDict, int, dict[str, float]]:
         """Train from ``parameters``; return new parameters, examples used, metrics."""
 
-    def evaluate(self, parameters: ArrayDict, config: Config) -> tuple[float, int, dict[str, float]]:
+    def evaluate(
+        self, parameters: ArrayDict, instructions: EvaluateInstructions
+    ) -> tuple[float, int, dict[str, float]]:
         """Evaluate ``parameters`` on the local test data; return loss, examples, metrics."""
 
 
 @dataclass(frozen=True, slots=True)
-class TrainSettings:
-    """Local training settings, read from a fit's config (defaults live in the experiment schema)."""
+class PrivateFit:
+    """One fit with local DP-SGD: the model, its examples, metrics (with ``epsilon``), the accountant to keep."""
 
-    epochs: int = 1
-    batch_size: int = 32
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    device: str = "auto"
-    seed: int = 0
-    proximal_mu: float = 0.0
-    lr_decay: float = 1.0
-    round: int = 1
-    epochs_per_round: int = 0
+    parameters: ArrayDict
+    num_examples: int
+    metrics: dict[str, float]
+    accountant: PrivacyAccountant
 
-    def lr_at(self, epoch: int) -> float:
-        """Learning rate for local ``epoch`` (0-based): ``lr * lr_decay ** (round - 1)``.
 
-        A baseline that trains all rounds' epochs in one go passes ``epochs_per_round`` so the
-        rate steps down every ``epochs_per_round`` epochs, as it would have across rounds.
-        """
-        per_round = self.epochs_per_round or self.epochs
-        return self.lr * self.lr_decay ** (self.round - 1 + epoch // per_round)
+@runtime_checkable
+class TrainsPrivately(Protocol):
+    """A client that can train with local DP-SGD (the PyTorch client, through Opacus).
 
-    @classmethod
-    def from_config(cls, config: Mapping[str, object]) -> TrainSettings:
-        known = {k: config[k] for k in cls.__dataclass_fields__ if k in config}
-        return cls(**known)  # type: ignore[arg-type]
+    The accountant is the silo's own record of privacy spent so far: the agent keeps it in the
+    silo store between rounds and hands it back in, so any process serving the silo continues it.
+    """
+
+    def fit_private(
+        self, parameters: ArrayDict, settings: TrainSettings, dp: LocalDP, accountant: PrivacyAccountant
+    ) -> PrivateFit: ...
 
 
 def nbytes_of(*data: Any) -> int:

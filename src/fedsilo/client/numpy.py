@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict
-from fedsilo.client.base import TrainSettings, nbytes_of
-from fedsilo.messages import Config, clean_metrics
+from fedsilo.client.base import nbytes_of
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import EvaluateInstructions, TrainSettings
+from fedsilo.wire.messages import clean_metrics
 
 TrainFn = Callable[[ArrayDict, Any, TrainSettings, np.random.Generator], tuple[ArrayDict, dict]]
 EvaluateFn = Callable[[ArrayDict, Any], tuple[float, dict]]
@@ -48,16 +49,17 @@ class NumpyClient:
     def get_parameters(self) -> ArrayDict:
         return self._params
 
-    def fit(self, parameters: ArrayDict, config: Config) -> tuple[ArrayDict, int, dict[str, float]]:
+    def fit(self, parameters: ArrayDict, settings: TrainSettings) -> tuple[ArrayDict, int, dict[str, float]]:
         if self._train_data is None:
             self._train_data = self._train_data_fn()
-        settings = TrainSettings.from_config(config)
         params = {k: np.array(v, copy=True) for k, v in parameters.items()}
         new, metrics = self._train(params, self._train_data, settings, np.random.default_rng(settings.seed))
         self._params = new
         return new, num_examples(self._train_data), clean_metrics(metrics)
 
-    def evaluate(self, parameters: ArrayDict, config: Config) -> tuple[float, int, dict[str, float]]:
+    def evaluate(
+        self, parameters: ArrayDict, instructions: EvaluateInstructions
+    ) -> tuple[float, int, dict[str, float]]:
         if self._test_data is None:
             self._test_data = self._test_data_fn()
         loss, metrics = self._evaluate(dict(parameters), self._test_data)

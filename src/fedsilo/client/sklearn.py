@@ -37,11 +37,12 @@ import numpy as np
 from sklearn.base import clone, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 
-from fedsilo.arrays import ArrayDict
-from fedsilo.client.base import TrainSettings, nbytes_of
+from fedsilo.client.base import nbytes_of
 from fedsilo.client.metrics import classification_metrics
-from fedsilo.errors import DataError, TaskError
-from fedsilo.messages import Config, clean_metrics
+from fedsilo.errors import ConfigError, DataError, TaskError
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import EvaluateInstructions, TrainSettings
+from fedsilo.wire.messages import clean_metrics
 
 _EPS = 1e-15
 Classes = Sequence[Any] | np.ndarray | None  # every label of the federation; None for regressors
@@ -241,14 +242,21 @@ class SklearnClient:
     def get_parameters(self) -> ArrayDict:
         return self._params
 
-    def fit(self, parameters: ArrayDict, config: Config) -> tuple[ArrayDict, int, dict[str, float]]:
+    def fit(self, parameters: ArrayDict, settings: TrainSettings) -> tuple[ArrayDict, int, dict[str, float]]:
+        if settings.proximal_mu > 0:  # `fedsilo validate` refuses the combination; never train FedAvg silently
+            raise ConfigError(
+                "strategy fedprox adds a proximal term to local training, which scikit-learn estimators cannot",
+                "use strategy fedavg (or fedadam, fedyogi, ...) with a scikit-learn task",
+            )
         x, y = self._data("train")
-        est = train_estimator(self.template, parameters, x, y, TrainSettings.from_config(config), self.classes)
+        est = train_estimator(self.template, parameters, x, y, settings, self.classes)
         self._params = get_parameters(est)
         loss, _ = evaluate_estimator(est, x, y)
         return self._params, len(y), clean_metrics({"train_loss": loss})
 
-    def evaluate(self, parameters: ArrayDict, config: Config) -> tuple[float, int, dict[str, float]]:
+    def evaluate(
+        self, parameters: ArrayDict, instructions: EvaluateInstructions
+    ) -> tuple[float, int, dict[str, float]]:
         x, y = self._data("test")
         loss, metrics = evaluate_estimator(self.model(parameters), x, y)
         return loss, len(y), clean_metrics(metrics)

@@ -17,9 +17,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedsilo.errors import ConfigError
+from fedsilo.experiment.defaults import default_of
 from fedsilo.experiment.privacy_config import CompressionConfig, PrivacyConfig, SecureAggregationConfig
 from fedsilo.experiment.silo_sources import expand_silos
 from fedsilo.experiment.strategy_config import FedAvgConfig, StrategyConfig, strategy_error
+from fedsilo.server.settings import LoopSettings
+from fedsilo.wire.instructions import Optimizer, TrainSettings
 
 #: Strategies that look at each update on its own, which secure aggregation does not allow.
 INDIVIDUAL_UPDATE_STRATEGIES = ("median", "trimmed_mean", "krum", "multi_krum")
@@ -45,14 +48,16 @@ class SiloConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=1)
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.01, gt=0)
-    lr_decay: float = Field(1.0, gt=0, le=1, description="Multiplies lr after every round.")
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    device: str = "auto"
+    epochs: int = Field(default_of(TrainSettings, "epochs"), ge=1)
+    batch_size: int = Field(default_of(TrainSettings, "batch_size"), ge=1)
+    optimizer: Optimizer = default_of(TrainSettings, "optimizer")
+    lr: float = Field(default_of(TrainSettings, "lr"), gt=0)
+    lr_decay: float = Field(
+        default_of(TrainSettings, "lr_decay"), gt=0, le=1, description="Multiplies lr after every round."
+    )
+    momentum: float = Field(default_of(TrainSettings, "momentum"), ge=0, lt=1)
+    weight_decay: float = Field(default_of(TrainSettings, "weight_decay"), ge=0)
+    device: str = default_of(TrainSettings, "device")
 
     @field_validator("device")
     @classmethod
@@ -64,20 +69,26 @@ class TrainConfig(_Strict):
 
 class ServerConfig(_Strict):
     data: Path | None = Field(None, description="Server-side test data folder for central evaluation.")
-    round_timeout_s: float = Field(600.0, gt=0, description="How long a round waits for silos' replies.")
+    round_timeout_s: float = Field(
+        default_of(LoopSettings, "round_timeout"), gt=0, description="How long a round waits for silos' replies."
+    )
     address: str = Field(
         "127.0.0.1:7355", description="HOST:PORT silos connect to in a deployment (written into their kits)."
     )
-    wait_timeout_s: float = Field(120.0, gt=0, description="How long to wait for min_available_clients silos.")
+    wait_timeout_s: float = Field(
+        default_of(LoopSettings, "wait_timeout"), gt=0, description="How long to wait for min_available_clients silos."
+    )
     evaluate_every: int = Field(
-        1, ge=1, description="Central evaluation (and a task's server hooks) every N rounds; always the last."
+        default_of(LoopSettings, "evaluate_every"),
+        ge=1,
+        description="Central evaluation (and a task's server hooks) every N rounds; always the last.",
     )
     stall_timeout_s: float = Field(
         60.0, gt=0, description="A transfer with no progress for this long is given up (a slow one is not)."
     )
     heartbeat_s: float = Field(5.0, gt=0, description="How often the server pings each connected silo.")
     failed_rounds_allowed: int = Field(
-        0,
+        default_of(LoopSettings, "failed_rounds_allowed"),
         ge=0,
         description="Rounds in a row that may fail (too few updates) before the run stops; "
         "a failed round keeps the last good model and the run goes on.",
@@ -218,9 +229,9 @@ class ExperimentConfig(_Strict):
             raise ValueError("; ".join(problems))
         return self
 
-    def fit_config(self) -> dict[str, Any]:
-        """Training settings as the flat config a silo's client reads."""
-        return self.train.model_dump()
+    def train_settings(self) -> TrainSettings:
+        """The ``train:`` section as the settings a silo's client trains with (seeded with ``seed``)."""
+        return TrainSettings(**self.train.model_dump(), seed=self.seed)
 
 
 def _secagg_setting_problems(sa: SecureAggregationConfig, silos: int) -> list[str]:

@@ -1,53 +1,42 @@
-"""The job graph, built and checked offline: what ``fedsilo validate`` prints.
+"""The plan: everything a run needs, built and checked offline (what ``fedsilo validate`` prints).
 
-``build_plan`` imports the task, builds the model once, opens the silos' data and checks the
-strategy's minimums against the silos, collecting every problem rather than stopping at the
-first, so that one ``validate`` shows everything to fix.
-
-With many silos (more than ``FULL_CHECK_SILOS``) it opens only the first ``OPENED_SILOS`` silos'
-data and checks that every other folder exists: reading 10,000 silos' files would cost what
-the run itself avoids, since a silo's data is loaded only when a round samples it.
+``build_plan`` imports the task, builds the initial model once, opens the silos' data, builds the
+strategy (inside central DP when ``privacy.dp`` asks), the loop's settings and the instructions
+every silo is sent, and checks every cross-field rule, collecting every problem rather than
+stopping at the first, so that one ``validate`` shows everything to fix. A run consumes the plan
+as it is: nothing is loaded or built twice.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from fedsilo.client.numpy import num_examples
-from fedsilo.data.datasets import DATASETS, find_dataset
-from fedsilo.data.loaders import check_silo_folder
-from fedsilo.errors import DataError, FedsiloError, PlanError
+from fedsilo.errors import FedsiloError, PlanError
 from fedsilo.experiment import strategy_config as sc
+from fedsilo.experiment.checks import missing_extras, strategy_problems, training_problems
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.privacy_plan import privacy_problems, projected_epsilon, with_privacy
-from fedsilo.experiment.task import Task
+from fedsilo.experiment.silo_checks import SiloPlan, check_data
 from fedsilo.server.registry import sample_count
-from fedsilo.strategy.aggregate import krum_min_updates, trim_count
+from fedsilo.server.secure_aggregation import SecAggSettings
+from fedsilo.server.settings import LoopSettings
+from fedsilo.silo.task import TaskModule
 from fedsilo.strategy.base import Sampling, Strategy
 from fedsilo.strategy.fedavg import FedAvg
 from fedsilo.strategy.fedopt import FedOpt
 from fedsilo.strategy.fedprox import FedProx
 from fedsilo.strategy.robust import Robust
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.codecs import Codec
+from fedsilo.wire.instructions import FitInstructions, LocalDP
 
-FULL_CHECK_SILOS = 100
-OPENED_SILOS = 10
-NAMED_MISSING = 5  # missing folders named in the problem line; the rest are counted
-NOT_OPENED = "not opened (read when sampled)"
-
-
-@dataclass(frozen=True)
-class SiloPlan:
-    name: str
-    folder: Path
-    train_examples: int | None
-    test_examples: int | None
-    note: str = ""
+__all__ = ["Plan", "SiloPlan", "build_plan", "fit_instructions", "loop_settings", "make_strategy"]
 
 
 @dataclass(frozen=True)
 class Plan:
+    """A checked experiment; ``task``, ``strategy`` and ``loop`` are set whenever ``problems`` is empty."""
+
     config: ExperimentConfig
     framework: str | None = None
     num_parameters: int = 0
@@ -58,10 +47,28 @@ class Plan:
     evaluate_per_round: int = 0
     problems: tuple[str, ...] = field(default=())
     epsilon: tuple[float, int] | None = None  # central DP: epsilon after the rounds, and rounds the target allows
+    task: TaskModule | None = None
+    initial: ArrayDict = field(default_factory=dict)  # the initial global model, from the seed
+    strategy: Strategy | None = None
+    loop: LoopSettings | None = None
+    silos_here: bool = True  # False for a deployed server: the silos' data is on their machines
 
     def raise_if_invalid(self) -> None:
+        """PlanError with the one problem (its fix after ``->``), or every problem on one line."""
+        if len(self.problems) == 1:
+            message, _, fix = self.problems[0].partition(" -> ")
+            raise PlanError(message, fix or "run `fedsilo validate EXPERIMENT.yaml` for the whole plan")
         if self.problems:
-            raise PlanError(f"{len(self.problems)} problem(s): " + " | ".join(self.problems))
+            raise PlanError(
+                f"{len(self.problems)} problems: " + " | ".join(self.problems),
+                "run `fedsilo validate EXPERIMENT.yaml` to see them one per line",
+            )
+
+    def parts(self) -> tuple[TaskModule, Strategy, LoopSettings]:
+        """The task, strategy and loop settings of a valid plan (PlanError otherwise)."""
+        self.raise_if_invalid()
+        assert self.task is not None and self.strategy is not None and self.loop is not None
+        return self.task, self.strategy, self.loop
 
 
 def make_strategy(config: ExperimentConfig) -> Strategy:
@@ -95,153 +102,96 @@ def _strategy(config: ExperimentConfig) -> Strategy:
     return FedAvg(sampling)
 
 
-def _count(task: Task | None, folder: Path, split: str) -> int | None:
-    """Samples in one split of a folder; opens the data without training on it.
-
-    Without a task (it failed to load) only the folder's existence can be checked.
-    """
-    if task is None:
-        if not folder.exists():
-            raise DataError(
-                f"data folder {folder} does not exist", "run `fedsilo data split` or fix the path in the YAML"
-            )
+def secagg_settings(config: ExperimentConfig) -> SecAggSettings | None:
+    """``privacy.secure_aggregation`` (and, with it, ``privacy.dp`` as silo-side distributed DP) for the loop."""
+    sa, dp = config.privacy.secure_aggregation, config.privacy.dp
+    if sa is None:
         return None
-    if getattr(task.module, "load_data", None) is None:
-        return check_silo_folder(folder, (split,))[split]
-    return num_examples(task.load_data([folder], split))
+    return SecAggSettings(
+        sa.threshold, sa.neighbours, sa.clip, sa.frac_bits, sa.ring_bits, sa.step_timeout_s,
+        dp.noise_multiplier if dp is not None else None, dp.clip_norm if dp is not None else 1.0,
+    )  # fmt: skip
 
 
-def _strategy_problems(config: ExperimentConfig) -> list[str]:
-    s, n = config.strategy, len(config.silos)
-    problems = []
-    for key in ("min_fit_clients", "min_available_clients") + (
-        ("min_evaluate_clients",) if s.fraction_evaluate > 0 else ()
-    ):
-        value = getattr(s, key)
-        if value > n:
-            problems.append(
-                f"strategy.{key}={value} but the experiment has {n} silos -> lower it to at most {n} or add silos"
-            )
-    return problems + _robust_problems(config.strategy, sample_count(n, s.fraction_fit, s.min_fit_clients))
+def fit_instructions(config: ExperimentConfig) -> FitInstructions:
+    """What every silo's fit is told (the loop adds the strategy's extras, the run its name, and the
+    secure-aggregation gatherer its request to keep the update)."""
+    ldp = config.privacy.local_dp
+    return FitInstructions(
+        train=config.train_settings(),
+        codec=Codec(config.compression.codec, config.compression.topk_fraction),
+        local_dp=None
+        if ldp is None
+        else LocalDP(ldp.noise_multiplier, ldp.max_grad_norm, ldp.delta, ldp.poisson_sampling),
+    )
 
 
-def _robust_problems(s: sc.StrategyConfig, fit: int) -> list[str]:
-    """What a robust rule needs from the ``fit`` updates a round gets (all silos answering)."""
-    per_round = f"{fit} silos train per round"
-    if isinstance(s, sc.MedianConfig) and fit < 3:
-        return [f"strategy median: {per_round}, and a median of fewer than 3 is a mean -> use 3 or more silos"]
-    if isinstance(s, sc.TrimmedMeanConfig) and trim_count(fit, s.beta) == 0:
-        fix = f"raise beta to {math.ceil(1000 / fit) / 1000:g} or add silos" if fit >= 3 else "use 3 or more silos"
-        return [f"strategy.beta={s.beta} trims floor({s.beta} x {fit}) = 0 updates per side when {per_round} -> {fix}"]
-    if isinstance(s, sc.KrumConfig | sc.MultiKrumConfig):
-        problems = []
-        need = krum_min_updates(s.byzantine)
-        if fit < need:
-            problems.append(
-                f"strategy {s.name} with byzantine={s.byzantine} needs n > 2f + 2 = {need - 1} updates per round "
-                f"but {per_round} -> lower strategy.byzantine or add silos"
-            )
-        selected = getattr(s, "num_selected", None)
-        if selected is not None and selected > fit - s.byzantine:
-            problems.append(
-                f"strategy.num_selected={selected} but at most n - f = {fit - s.byzantine} updates can be selected "
-                f"when {per_round} -> lower it"
-            )
-        return problems
-    return []
+def loop_settings(config: ExperimentConfig) -> LoopSettings:
+    s = config.server
+    return LoopSettings(
+        config.rounds,
+        config.seed,
+        fit_instructions(config),
+        round_timeout=s.round_timeout_s,
+        wait_timeout=s.wait_timeout_s,
+        failed_rounds_allowed=s.failed_rounds_allowed,
+        secure_aggregation=secagg_settings(config),
+        evaluate_every=s.evaluate_every,
+    )
 
 
 def build_plan(config: ExperimentConfig, silo_data: bool = True) -> Plan:
     """The checked plan; ``silo_data=False`` (a deployed server) does not look for the silos' folders."""
-    problems = _strategy_problems(config)
-    task: Task | None = None
-    framework, model_params = None, {}
+    problems = strategy_problems(config)
+    task: TaskModule | None = None
+    framework, initial = None, {}
     try:
-        task = Task.load(config.task)
+        task = TaskModule.load(config.task)
         model = task.build_model(config.seed)
         framework = task.framework_of(model)
-        model_params = task.parameters_of(model)
+        initial = task.parameters_of(model)
     except FedsiloError as exc:
         problems.insert(0, exc.one_line())
         task = None
     hooks = [name for name in ("server_evaluate", "samples") if task is not None and task.hook(name)]
+    named = " and ".join(f"{h}()" for h in hooks)
     if hooks and config.server.data is None:
         problems.append(
-            f"the task defines {' and '.join(f'{h}()' for h in hooks)}, which the server runs on server.data, "
+            f"the task defines {named}, which the server runs on server.data, "
             "but server.data is not set -> set server.data to a folder with a test split"
         )
-
-    prepare_note = _prepare_note(config, problems) if silo_data else None
-    needs_test = config.strategy.fraction_evaluate > 0
-    opened = len(config.silos) if len(config.silos) <= FULL_CHECK_SILOS else OPENED_SILOS
-    silos = []
-    missing: list[str] = []
-    for i, silo in enumerate(config.silos):
-        if not silo_data:
-            silos.append(SiloPlan(silo.name, silo.data, None, None, "on the silo's machine"))
-            continue
-        if i >= opened and prepare_note is None:
-            exists = silo.data.is_dir()
-            if not exists:
-                missing.append(silo.name)
-            silos.append(SiloPlan(silo.name, silo.data, None, None, NOT_OPENED if exists else "missing"))
-            continue
-        if prepare_note is not None and not silo.data.exists():
-            silos.append(SiloPlan(silo.name, silo.data, None, None, prepare_note))
-            continue
-        try:
-            train = _count(task, silo.data, "train")
-            test = _count(task, silo.data, "test") if needs_test else None
-            if train == 0:
-                problems.append(
-                    f"silo '{silo.name}': {silo.data} has no training samples -> re-split the data or remove the silo"
-                )
-            silos.append(SiloPlan(silo.name, silo.data, train, test))
-        except FedsiloError as exc:
-            problems.append(f"silo '{silo.name}': {exc.one_line()}")
-            silos.append(SiloPlan(silo.name, silo.data, None, None, "unreadable"))
-
-    if missing:
-        more = f" and {len(missing) - NAMED_MISSING} more" if len(missing) > NAMED_MISSING else ""
+    if hooks and framework != "torch":
         problems.append(
-            f"{len(missing)} silos' data folders do not exist ({', '.join(missing[:NAMED_MISSING])}{more})"
-            " -> run `fedsilo data split` or fix `silos:` in the YAML"
+            f"{named} in {config.task} need a PyTorch task, but model() returned a {framework} model "
+            "-> return a torch.nn.Module from model(), or remove those functions"
         )
-
-    server_test = None
-    if config.server.data is not None and not (prepare_note is not None and not config.server.data.exists()):
-        try:
-            server_test = _count(task, config.server.data, "test")
-        except FedsiloError as exc:
-            problems.append(f"server.data: {exc.one_line()}")
-
-    problems.extend(privacy_problems(config, framework))
+    data = check_data(config, task, silo_data)
+    problems += data.problems
+    problems += training_problems(config, framework)
+    problems += privacy_problems(config, framework)
+    problems += missing_extras(config, framework, silos_here=silo_data)
+    strategy = loop = None
+    try:
+        strategy, loop = make_strategy(config), loop_settings(config)
+    except FedsiloError as exc:
+        problems.append(exc.one_line())
     s, n = config.strategy, len(config.silos)
     return Plan(
         config,
         framework=framework,
-        num_parameters=sum(int(v.size) for v in model_params.values()),
-        num_arrays=len(model_params),
-        silos=tuple(silos),
-        server_test_examples=server_test,
+        num_parameters=sum(int(v.size) for v in initial.values()),
+        num_arrays=len(initial),
+        silos=data.silos,
+        server_test_examples=data.server_test_examples,
         fit_per_round=sample_count(n, s.fraction_fit, s.min_fit_clients),
         evaluate_per_round=sample_count(n, s.fraction_evaluate, s.min_evaluate_clients)
         if s.fraction_evaluate > 0
         else 0,
         problems=tuple(problems),
         epsilon=projected_epsilon(config) if not any(p.startswith("privacy.dp") for p in problems) else None,
+        task=task,
+        initial=initial,
+        strategy=strategy,
+        loop=loop,
+        silos_here=silo_data,
     )
-
-
-def _prepare_note(config: ExperimentConfig, problems: list[str]) -> str | None:
-    """When ``prepare:`` will make missing data folders: a note for them (the dataset is found once)."""
-    if config.prepare is None or all(s.data.exists() for s in config.silos):
-        return None
-    source = Path(config.prepare.dataset)
-    if config.prepare.dataset not in DATASETS and source.exists():  # a file or an image release folder
-        return f"split from {source.name} on first run"
-    try:
-        return f"split from {find_dataset(config.prepare.dataset).name} on first run"
-    except FedsiloError as exc:
-        problems.append(f"prepare.dataset: {exc.one_line()}")
-        return "dataset not found"

@@ -13,6 +13,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fedsilo.experiment.defaults import default_of
+from fedsilo.server.secure_aggregation import SecAggSettings
+from fedsilo.strategy.central_dp import CentralDP
+from fedsilo.wire.codecs import Codec, CodecName
+from fedsilo.wire.instructions import LocalDP
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -22,15 +28,29 @@ class SecureAggregationConfig(_Strict):
     """Bonawitz et al. 2017 (SecAgg), or SecAgg+ (Bell et al. 2020) with ``neighbours``."""
 
     threshold: int | None = Field(
-        None, ge=2, description="Shares needed to rebuild a secret; default: a strict majority of each silo's group."
+        default_of(SecAggSettings, "threshold"),
+        ge=2,
+        description="Shares needed to rebuild a secret; default: a strict majority of each silo's group.",
     )
     neighbours: int | None = Field(
-        None, ge=2, description="SecAgg+: mask with this many neighbours (even) instead of every other silo."
+        default_of(SecAggSettings, "neighbours"),
+        ge=2,
+        description="SecAgg+: mask with this many neighbours (even) instead of every other silo.",
     )
-    clip: float = Field(1024.0, gt=0, description="Each encoded value is clipped to [-clip, clip].")
-    frac_bits: int = Field(32, ge=1, le=48, description="Fixed-point fractional bits.")
-    ring_bits: Literal[32, 64] = Field(64, description="The ring Z_(2^ring_bits) of the masked sum.")
-    step_timeout_s: float = Field(120.0, gt=0, description="How long each protocol step waits for the silos.")
+    clip: float = Field(
+        default_of(SecAggSettings, "clip"), gt=0, description="Each encoded value is clipped to [-clip, clip]."
+    )
+    frac_bits: int = Field(
+        default_of(SecAggSettings, "frac_bits"), ge=1, le=48, description="Fixed-point fractional bits."
+    )
+    ring_bits: Literal[32, 64] = Field(
+        default_of(SecAggSettings, "ring_bits"), description="The ring Z_(2^ring_bits) of the masked sum."
+    )
+    step_timeout_s: float = Field(
+        default_of(SecAggSettings, "step_timeout_s"),
+        gt=0,
+        description="How long each protocol step waits for the silos.",
+    )
 
 
 class CentralDPConfig(_Strict):
@@ -40,26 +60,36 @@ class CentralDPConfig(_Strict):
         gt=0, description="Noise std on the sum of clipped updates, in units of clip_norm (> 0: 0 gives no privacy)."
     )
     clip_norm: float = Field(1.0, gt=0, description="L2 bound C on each silo's update (the start value if adaptive).")
-    delta: float = Field(1e-5, gt=0, lt=1, description="The delta of the reported (epsilon, delta).")
+    delta: float = Field(
+        default_of(CentralDP, "delta"), gt=0, lt=1, description="The delta of the reported (epsilon, delta)."
+    )
     target_epsilon: float | None = Field(
-        None, gt=0, description="Stop before a round would take epsilon past this value."
+        default_of(CentralDP, "target_epsilon"), gt=0, description="Stop before a round would take epsilon past this."
     )
-    adaptive: bool = Field(False, description="Track a quantile of the update norms instead of a fixed clip_norm.")
-    target_quantile: float = Field(0.5, ge=0, le=1, description="Adaptive clipping: share of updates left unclipped.")
-    clip_learning_rate: float = Field(0.2, ge=0, description="Adaptive clipping: geometric step size of C.")
+    adaptive: bool = Field(
+        default_of(CentralDP, "adaptive"), description="Track a quantile of the update norms instead of a fixed C."
+    )
+    target_quantile: float = Field(
+        default_of(CentralDP, "target_quantile"), ge=0, le=1, description="Adaptive clipping: share left unclipped."
+    )
+    clip_learning_rate: float = Field(
+        default_of(CentralDP, "clip_learning_rate"), ge=0, description="Adaptive clipping: geometric step size of C."
+    )
     count_stddev: float | None = Field(
-        None, gt=0, description="Adaptive clipping: noise on the unclipped count (default: silos per round / 20)."
+        default_of(CentralDP, "count_stddev"),
+        gt=0,
+        description="Adaptive clipping: noise on the unclipped count (default: silos per round / 20).",
     )
-    accountant: Literal["rdp", "pld"] = "rdp"
+    accountant: Literal["rdp", "pld"] = default_of(CentralDP, "accountant")
 
 
 class LocalDPConfig(_Strict):
     """DP-SGD in every silo with Opacus: per-sample clipping and noise (PyTorch tasks)."""
 
     noise_multiplier: float = Field(ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    delta: float = Field(1e-5, gt=0, lt=1)
-    poisson_sampling: bool = True
+    max_grad_norm: float = Field(default_of(LocalDP, "max_grad_norm"), gt=0)
+    delta: float = Field(default_of(LocalDP, "delta"), gt=0, lt=1)
+    poisson_sampling: bool = default_of(LocalDP, "poisson_sampling")
 
 
 class PrivacyConfig(_Strict):
@@ -82,5 +112,5 @@ class PrivacyConfig(_Strict):
 class CompressionConfig(_Strict):
     """How silos encode their update (silo model - global model) on the way up."""
 
-    codec: Literal["none", "float16", "q8", "topk"] = "none"
-    topk_fraction: float = Field(0.01, gt=0, le=1)
+    codec: CodecName = default_of(Codec, "name")
+    topk_fraction: float = Field(default_of(Codec, "topk_fraction"), gt=0, le=1)

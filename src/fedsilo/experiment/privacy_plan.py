@@ -1,4 +1,4 @@
-"""From the ``privacy:`` and ``compression:`` sections to what a run uses, and checks for ``validate``.
+"""From the ``privacy:`` section to the strategy a run uses, and the checks ``validate`` makes of it.
 
 Central DP wraps the configured strategy in :class:`~fedsilo.strategy.central_dp.CentralDP`. The
 accountant's sampling model: each round the server samples ``n`` of ``N`` silos (``fraction_fit``,
@@ -10,17 +10,13 @@ every round (``q = 1``), and ``n`` is the mean's fixed denominator.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
 
-from fedsilo.compression import Codec
 from fedsilo.errors import FedsiloError
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.privacy import dp
 from fedsilo.privacy.accounting import PrivacyAccountant, PrivacyEvent
 from fedsilo.server.registry import sample_count
-from fedsilo.silo.uplink import local_dp_config
-from fedsilo.strategy.base import Strategy, StrategyState
+from fedsilo.strategy.base import Strategy
 from fedsilo.strategy.central_dp import CentralDP
 
 
@@ -52,18 +48,6 @@ def with_privacy(config: ExperimentConfig, strategy: Strategy) -> Strategy:
         seed=config.seed,
         distributed=config.privacy.secure_aggregation is not None,
     )
-
-
-def codec_of(config: ExperimentConfig) -> Codec:
-    return Codec(config.compression.codec, config.compression.topk_fraction)
-
-
-def privacy_fit_config(config: ExperimentConfig) -> dict[str, Any]:
-    """The fit-config keys that turn on local DP-SGD in every silo (empty without ``privacy.local_dp``)."""
-    ldp = config.privacy.local_dp
-    if ldp is None:
-        return {}
-    return local_dp_config(ldp.noise_multiplier, ldp.max_grad_norm, ldp.delta, ldp.poisson_sampling)
 
 
 def projected_epsilon(config: ExperimentConfig) -> tuple[float, int] | None:
@@ -100,27 +84,3 @@ def privacy_problems(config: ExperimentConfig, framework: str | None) -> list[st
         if projected is not None and not math.isfinite(projected[0]):
             problems.append("privacy.dp: epsilon would be infinite -> raise noise_multiplier above 0")
     return problems
-
-
-def privacy_summary(strategy: Strategy, state: StrategyState, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """``summary.json``'s ``privacy`` (central DP's final epsilon and settings; each silo's local
-    epsilon) and ``upload`` (bytes silos sent over the run, against float32) sections."""
-    out: dict[str, Any] = {}
-    privacy: dict[str, Any] = {}
-    if isinstance(strategy, CentralDP):
-        privacy["central"] = {**strategy.round_metrics(state), "rounds": strategy.accountant_of(state).steps}
-        privacy["central"]["accountant"] = strategy.accountant
-        if strategy.adaptive:
-            privacy["central"]["target_quantile"] = strategy.target_quantile
-    local = {
-        r["silo"]: r["epsilon"] for r in rows if r["scope"] == "silo" and r.get("phase") == "fit" and "epsilon" in r
-    }
-    if local:
-        privacy["local"] = dict(sorted(local.items()))  # the last round's value: epsilons only grow
-    if privacy:
-        out["privacy"] = privacy
-    fits = [r for r in rows if r["scope"] == "server" and r.get("phase") == "round" and "upload_bytes" in r]
-    sent, raw = sum(r["upload_bytes"] for r in fits), sum(r["upload_bytes_raw"] for r in fits)
-    if raw:
-        out["upload"] = {"bytes": sent, "bytes_float32": raw, "ratio": round(sent / raw, 4)}
-    return out

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.privacy.dp import add_distributed_noise, clip
+from fedsilo.wire.arrays import ArrayDict
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,6 @@ class DistributedDP:
 def noised_update(
     delta: Mapping[str, np.ndarray], dp: DistributedDP, threshold: int, rng: np.random.Generator
 ) -> tuple[ArrayDict, float]:
-    """``delta`` clipped to ``dp.clip_norm`` plus this silo's noise share; also the clipping scale (1.0 = unclipped)."""
-    clipped, scale = clip(delta, dp.clip_norm)
-    return add_distributed_noise(clipped, dp.noise_multiplier, dp.clip_norm, dp.least_summands(threshold), rng), scale
+    """``delta`` clipped to ``dp.clip_norm`` plus this silo's noise share; also the delta's norm before clipping."""
+    clipped, norm = clip(delta, dp.clip_norm)
+    return add_distributed_noise(clipped, dp.noise_multiplier, dp.clip_norm, dp.least_summands(threshold), rng), norm

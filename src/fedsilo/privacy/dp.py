@@ -1,11 +1,11 @@
 """Clipping and Gaussian noise for DP-FedAvg, fixed and adaptive clipping: pure functions over ArrayDicts.
 
 DP-FedAvg (McMahan et al. 2018, "Learning Differentially Private Recurrent Language Models") makes
-the *silo* the unit of privacy: each silo's update (silo model - global model) is clipped to L2
-norm ``C`` over all its arrays together, so no one silo can move the mean by more than ``C / n``;
-Gaussian noise with std ``noise_multiplier * C / n`` on the mean of ``n`` clipped updates then
-makes each round a Gaussian mechanism that the accountant (:mod:`fedsilo.privacy.accounting`)
-can compose over rounds.
+the *silo* the unit of privacy: each silo's update (silo model - global model,
+:func:`fedsilo.wire.deltas.delta`) is clipped to L2 norm ``C`` over all its arrays together, so no
+one silo can move the mean by more than ``C / n``; Gaussian noise with std ``noise_multiplier * C /
+n`` on the mean of ``n`` clipped updates then makes each round a Gaussian mechanism that the
+accountant (:mod:`fedsilo.privacy.accounting`) can compose over rounds.
 
 With secure aggregation the server only ever sees the sum, so the noise must be added by the
 silos themselves (distributed DP): each adds noise of variance ``sigma^2 C^2 / t``, where ``t`` is
@@ -35,8 +35,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.errors import ConfigError
+from fedsilo.wire.arrays import ArrayDict
 
 
 def _check(problems: list[str]) -> None:
@@ -48,15 +48,6 @@ def _positive(name: str, value: float, problems: list[str], allow_zero: bool = F
     ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
     if not ok:
         problems.append(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value}")
-
-
-def model_delta(model: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> ArrayDict:
-    """``model - reference`` per array, in float64 (the update a silo clips). Names must match."""
-    if list(model) != list(reference):
-        missing = sorted(set(reference) - set(model))
-        extra = sorted(set(model) - set(reference))
-        raise ValueError(f"arrays differ from the reference: missing {missing}, unexpected {extra}")
-    return {k: np.asarray(model[k], np.float64) - np.asarray(reference[k], np.float64) for k in model}
 
 
 def global_norm(update: Mapping[str, np.ndarray]) -> float:
@@ -71,8 +62,8 @@ def global_norm(update: Mapping[str, np.ndarray]) -> float:
 def clip(update: Mapping[str, np.ndarray], clip_norm: float) -> tuple[ArrayDict, float]:
     """Scale ``update`` so its global L2 norm is at most ``clip_norm``.
 
-    Returns the float64 clipped update and the scale used, ``min(1, clip_norm / norm)`` (1.0
-    when the update was already within the bound, so callers can count unclipped updates).
+    Returns the float64 clipped update and its norm before clipping, so that a caller counting
+    unclipped updates (adaptive clipping) asks :func:`is_unclipped` without a second pass.
     """
     problems: list[str] = []
     _positive("clip_norm", clip_norm, problems)
@@ -80,8 +71,8 @@ def clip(update: Mapping[str, np.ndarray], clip_norm: float) -> tuple[ArrayDict,
     norm = global_norm(update)
     if not math.isfinite(norm):
         raise ValueError("the update has non-finite values; it cannot be clipped")
-    scale = 1.0 if norm <= clip_norm else clip_norm / norm
-    return {k: np.asarray(v, np.float64) * scale for k, v in update.items()}, scale
+    scale = 1.0 if is_unclipped(norm, clip_norm) else clip_norm / norm
+    return {k: np.asarray(v, np.float64) * scale for k, v in update.items()}, norm
 
 
 def gaussian_noise_like(like: Mapping[str, np.ndarray], std: float, rng: np.random.Generator) -> ArrayDict:

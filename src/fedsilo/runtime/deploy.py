@@ -10,20 +10,26 @@ import hmac
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from fedsilo.errors import ConfigError, KitError
 from fedsilo.experiment.config import ExperimentConfig
+from fedsilo.experiment.plan import Plan
 from fedsilo.experiment.provision import KIT_FILE, Kit, credential_hash, file_sha256, load_kit
-from fedsilo.experiment.task import Task
 from fedsilo.silo.agent import SiloAgent
+from fedsilo.silo.store import SiloStore
+from fedsilo.silo.task import TaskModule
+from fedsilo.tracking.run_dir import RunDir
+from fedsilo.transport.base import Transport
 from fedsilo.transport.grpc.hub import Notify
 from fedsilo.transport.grpc.server import CheckCredential, GrpcServerTransport
 from fedsilo.transport.grpc.silo import Log, SiloRunner, SiloSettings, probe
 from fedsilo.transport.grpc.wire import Tls
 
+STATE = "state"  # the kit's sub-folder where a deployed silo keeps its state between rounds
 INSECURE_WARNING = (
     "WARNING: --insecure: no TLS. Anyone on the network can read the model and updates, and a silo is "
     "identified only by the name it claims. Use this only to debug on one machine."
@@ -96,6 +102,7 @@ class SiloOptions:
     connect_timeout_s: float = 120.0
     stall_timeout_s: float = 60.0
     threads: int = 0  # torch threads; 0: all cores
+    state: Path | None = None  # what the silo keeps between rounds; default: the kit's state/ folder
 
 
 def silo_settings(kit: Kit, options: SiloOptions, task_path: Path) -> SiloSettings:
@@ -125,12 +132,13 @@ def run_silo(options: SiloOptions, log: Log | None = None) -> str:
     kit, task_path = silo_kit(options)
     if not Path(options.data).exists():
         raise ConfigError(f"data folder {options.data} does not exist", "pass this silo's own folder with --data")
-    task = Task.load(task_path)
+    task = TaskModule.load(task_path)
     if options.threads and "torch" in sys.modules:
         from fedsilo.client.torch import set_threads
 
         set_threads(options.threads)
-    agent = SiloAgent(kit.name, partial(task.make_client, [Path(options.data)], 0, options.device))
+    store = SiloStore(options.state or Path(options.kit) / STATE)
+    agent = SiloAgent(kit.name, partial(task.make_client, [Path(options.data)], 0, options.device), store)
     done = SiloRunner(agent, silo_settings(kit, options, task_path), log).run()
     if done.error:
         raise ConfigError(f"the server ended the run: {done.reason}", "see the server's output")
@@ -172,6 +180,33 @@ def doctor(options: SiloOptions) -> list[tuple[str, bool, str]]:
         )
     )
     return checks
+
+
+class DeploymentRuntime:
+    """A real deployment's server: the gRPC transport of the server kit, for silos on other machines."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        kit: Path,
+        insecure: bool = False,
+        listen: str | None = None,
+        notify: Notify | None = None,
+        on_listen: Callable[[GrpcServerTransport], None] | None = None,
+    ) -> None:
+        self._config, self._kit, self._insecure, self._listen, self._notify = config, kit, insecure, listen, notify
+        self._on_listen = on_listen
+        self._transport: GrpcServerTransport | None = None
+
+    def transport(self, plan: Plan, run: RunDir) -> Transport:
+        self._transport = server_transport(self._config, self._kit, self._insecure, self._listen, self._notify)
+        if self._on_listen is not None:
+            self._on_listen(self._transport)
+        return self._transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 def worker_threads(silos: int) -> int:

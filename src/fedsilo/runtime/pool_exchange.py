@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing import connection
 from typing import Any, Protocol
 
-from fedsilo.messages import ExchangeRes, Failure
+from fedsilo.wire.messages import ExchangeRes, Failure, FailureKind
 
 
 class PipeWorker(Protocol):
@@ -39,7 +39,9 @@ def pipe_exchange(
     jobs = [("exchange", call_id, silo, step, messages[silo]) for silo in messages if silo in routes]
     for reply in _run_jobs(routes, jobs, timeout, replace):
         if isinstance(reply, ExchangeRes) and len(reply.payload) > max_reply_bytes:
-            reply = Failure(reply.silo, f"{step} reply of {len(reply.payload)} bytes is over {max_reply_bytes}")
+            reply = Failure(
+                reply.silo, f"{step} reply of {len(reply.payload)} bytes is over {max_reply_bytes}", "rejected"
+            )
         yield reply
 
 
@@ -65,7 +67,7 @@ def _run_jobs(
             workers[index].conn.send(job)
             busy[workers[index].conn] = (workers[index], job[2])
 
-    def abandon(worker: PipeWorker, silo: str, reason: str, kind: str) -> Iterator[Failure]:
+    def abandon(worker: PipeWorker, silo: str, reason: str, kind: FailureKind) -> Iterator[Failure]:
         """The worker is gone or stuck: its silo and every silo still queued on it drop out."""
         yield Failure(silo, reason, kind)
         while queues[worker.index]:

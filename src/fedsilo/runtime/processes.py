@@ -18,18 +18,18 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from fedsilo.errors import ConnectionFailed
 from fedsilo.experiment.config import ExperimentConfig
+from fedsilo.experiment.plan import Plan
 from fedsilo.experiment.provision import SERVER, provision
-from fedsilo.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 from fedsilo.runtime.deploy import server_transport, worker_threads
-from fedsilo.runtime.runner import RunResult, run_experiment
-from fedsilo.server.loop import Observer
 from fedsilo.tracking.run_dir import RunDir
+from fedsilo.transport.base import Transport
 from fedsilo.transport.grpc.hub import Notify
 from fedsilo.transport.grpc.server import GrpcServerTransport
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 
 LOOPBACK = "127.0.0.1"
 
@@ -187,16 +187,17 @@ def _wait_for_all(transport: ProcessesTransport, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def run_processes(
-    config: ExperimentConfig,
-    source_text: str,
-    observers: Sequence[Observer] = (),
-    resume: Path | None = None,
-    notify: Notify | None = None,
-) -> RunResult:
-    """Run (or resume) ``config`` with one OS process per silo over gRPC + mTLS on 127.0.0.1."""
+class ProcessesRuntime:
+    """``runtime.kind: processes``: kits in the run folder, the server on loopback, one process per silo."""
 
-    def factory(run: RunDir) -> Any:
-        return start_processes(config, run, notify)
+    def __init__(self, config: ExperimentConfig, notify: Notify | None = None) -> None:
+        self._config, self._notify = config, notify
+        self._transport: ProcessesTransport | None = None
 
-    return run_experiment(config, source_text, observers, resume=resume, transport_factory=factory)
+    def transport(self, plan: Plan, run: RunDir) -> Transport:
+        self._transport = start_processes(self._config, run, self._notify)
+        return self._transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

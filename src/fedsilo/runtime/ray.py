@@ -8,10 +8,10 @@ model is put in Ray's object store once per round and read by every actor withou
 silo; silos are handed out largest first to whichever actor is free. Seeds derive from (seed,
 round, silo) and each actor uses one thread, so the same seed gives the same model as the local
 engine. Silo data folders must be readable at the same paths on every node (a shared file system).
-What silos keep between rounds (top-k residuals, local-DP accountants) is written to one folder on
-the driver's machine that every actor reads: on a cluster of several machines it must be shared
-too (set ``FEDSILO_SILO_STATE`` to a folder on the shared file system), or an actor on another node
-starts the silo's residual afresh and its local epsilon from that node's last record.
+What silos keep between rounds (top-k residuals, local-DP accountants) is written to the run
+folder's ``silo_store/``, which every actor reads: on a cluster of several machines the run folder
+(``output:``) must be on the shared file system too, or an actor on another node starts the silo's
+residual afresh and its local epsilon from that node's last record.
 
 Ray is the one framework here that pickles: inside a Ray cluster, which is one trust domain (the
 experimenter's own machines). Nothing crosses to another party this way.
@@ -20,8 +20,6 @@ experimenter's own machines). Nothing crosses to another party this way.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,20 +30,21 @@ from typing import Any
 import ray
 
 from fedsilo.errors import ConfigError, FedsiloError
-from fedsilo.messages import Config, EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
-from fedsilo.runtime.simulation import POOLED
+from fedsilo.runtime.baselines import POOLED
 from fedsilo.silo.agent import SiloAgent, describe
-from fedsilo.silo.state import SiloStore
+from fedsilo.silo.store import SiloStore
+from fedsilo.wire.instructions import EvaluateInstructions, FitInstructions
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 
 
 class SiloWorker:
     """One Ray actor: the task loaded once, one model object, the silos it served recently."""
 
-    def __init__(self, task_path: str, seed: int, device: str, max_cached_silos: int, state_dir: str) -> None:
+    def __init__(self, task_path: str, seed: int, device: str, max_cached_silos: int) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        from fedsilo.experiment.task import Task
+        from fedsilo.silo.task import TaskModule
 
-        self._task = Task.load(Path(task_path))
+        self._task = TaskModule.load(Path(task_path))
         if "torch" in __import__("sys").modules:
             from fedsilo.client.torch import set_threads
 
@@ -53,14 +52,14 @@ class SiloWorker:
         self._model = self._task.build_model(seed)
         self._seed, self._device, self._max = seed, device, max_cached_silos
         self._agents: OrderedDict[str, SiloAgent] = OrderedDict()
-        self._state = SiloStore(Path(state_dir))
+        self._stores: dict[str, SiloStore] = {}
 
-    def _agent(self, silo: str, folders: Sequence[str]) -> SiloAgent:
+    def _agent(self, silo: str, folders: Sequence[str], store_dir: str) -> SiloAgent:
+        store = self._stores.setdefault(store_dir, SiloStore(Path(store_dir)))
         agent = self._agents.pop(silo, None) or SiloAgent(
             silo,
             partial(self._task.make_client, [Path(f) for f in folders], self._seed, self._device, model=self._model),
-            self._seed,
-            self._state,
+            store,
         )
         self._agents[silo] = agent
         while len(self._agents) > self._max:
@@ -68,12 +67,15 @@ class SiloWorker:
         return agent
 
     def run(
-        self, kind: str, silo: str, folders: Sequence[str], params: dict[str, Any], rnd: int, config: dict[str, Any]
+        self, kind: str, silo: str, folders: Sequence[str], params: dict[str, Any], rnd: int, todo: str, store: str
     ) -> FitRes | EvaluateRes | Failure:
-        agent = self._agent(silo, folders)
-        if kind == "fit":
-            return agent.fit(FitIns(rnd, params, config))
-        return agent.evaluate(EvaluateIns(rnd, params, config))
+        agent = self._agent(silo, folders, store)
+        try:  # parsed as a deployed silo parses them: strictly
+            if kind == "fit":
+                return agent.fit(FitIns(rnd, params, FitInstructions.from_json(todo)))
+            return agent.evaluate(EvaluateIns(rnd, params, EvaluateInstructions.from_json(todo)))
+        except FedsiloError as exc:
+            return Failure(silo, exc.one_line())
 
     def exchange(self, silo: str, step: str, payload: bytes) -> bytes | Failure:
         """A secure-aggregation step of ``silo``'s session, which lives in this actor since it trained."""
@@ -115,10 +117,13 @@ class RayTransport:
                 ) from None
         count = workers if isinstance(workers, int) and workers > 0 else int(ray.cluster_resources().get("CPU", 1))
         self._actor_class: Any = ray.remote(num_cpus=1)(SiloWorker)  # Ray's stubs do not type actor handles
-        shared = os.environ.get("FEDSILO_SILO_STATE")
-        self._state_dir = tempfile.mkdtemp(prefix="fedsilo-silo-state-", dir=shared or None)
-        self._args = (str(task_path), seed, device, max_cached_silos, self._state_dir)
+        self._store_dir = ""
+        self._args = (str(task_path), seed, device, max_cached_silos)
         self._actors: list[Any] = [self._actor_class.remote(*self._args) for _ in range(max(1, count))]
+
+    def attach(self, store_dir: Path) -> None:
+        """Where silos keep what they carry between rounds: the run folder's store."""
+        self._store_dir = str(store_dir)
 
     def available(self) -> list[str]:
         return [s for s in self._silos if s != POOLED]
@@ -129,13 +134,15 @@ class RayTransport:
         return POOLED
 
     def fit(self, silos: Sequence[str], ins: FitIns, timeout: float) -> Iterator[FitRes | Failure]:
-        yield from self._run("fit", silos, ins.round, ins.parameters, ins.config, timeout)  # type: ignore[misc]
+        todo = ins.instructions.to_json()
+        yield from self._run("fit", silos, ins.round, ins.parameters, todo, timeout)  # type: ignore[misc]
 
     def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
-        yield from self._run("evaluate", silos, ins.round, ins.parameters, ins.config, timeout)  # type: ignore[misc]
+        todo = ins.instructions.to_json()
+        yield from self._run("evaluate", silos, ins.round, ins.parameters, todo, timeout)  # type: ignore[misc]
 
     def _run(
-        self, kind: str, silos: Sequence[str], rnd: int, params: Mapping[str, Any], config: Config, timeout: float
+        self, kind: str, silos: Sequence[str], rnd: int, params: Mapping[str, Any], todo: str, timeout: float
     ) -> Iterator[FitRes | EvaluateRes | Failure]:
         unknown = [s for s in silos if s not in self._silos]
         if unknown:
@@ -148,7 +155,7 @@ class RayTransport:
         def dispatch(index: int) -> None:
             if pending:
                 silo = pending.popleft()
-                call = self._actors[index].run.remote(kind, silo, self._silos[silo], model, rnd, dict(config))
+                call = self._actors[index].run.remote(kind, silo, self._silos[silo], model, rnd, todo, self._store_dir)
                 running[call] = (index, silo)
 
         try:
@@ -212,7 +219,7 @@ class RayTransport:
             if isinstance(reply, bytes):
                 too_big = len(reply) > max_reply_bytes
                 reply = (
-                    Failure(silo, f"{step} reply over {max_reply_bytes} bytes")
+                    Failure(silo, f"{step} reply of {len(reply)} bytes is over {max_reply_bytes}", "rejected")
                     if too_big
                     else ExchangeRes(silo, step, reply)
                 )
@@ -227,6 +234,5 @@ class RayTransport:
         for actor in self._actors:
             ray.kill(actor, no_restart=True)
         self._actors = []
-        shutil.rmtree(self._state_dir, ignore_errors=True)
         if self._own and ray.is_initialized():
             ray.shutdown()

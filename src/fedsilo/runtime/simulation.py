@@ -21,9 +21,7 @@ import contextlib
 import multiprocessing
 import os
 import re
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
@@ -33,16 +31,15 @@ from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import Any
 
-from fedsilo.arrays import Layout
-from fedsilo.compression import Codec, encoded_spec
 from fedsilo.errors import FedsiloError
-from fedsilo.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
+from fedsilo.runtime.baselines import POOLED
 from fedsilo.runtime.pool_exchange import pipe_exchange
 from fedsilo.runtime.worker import Attach, SharedBuffer, WorkerSetup, buffer_of, worker_main
-from fedsilo.silo.uplink import upload_layout
+from fedsilo.wire.arrays import Layout
+from fedsilo.wire.codecs import Codec, encoded_layout
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 
 START_TIMEOUT_S = 180.0
-POOLED = "__pooled__"  # pseudo-silo holding every silo's data: the centralized baseline
 TORCH_IMPORT = re.compile(r"^\s*(import|from)\s+torch\b", re.MULTILINE)  # a hint for what workers preload
 
 
@@ -56,7 +53,7 @@ def start_context(task_path: Path) -> Any:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return get_context("spawn")
     ctx = get_context("forkserver")
-    preload = ["fedsilo.runtime.worker", "fedsilo.experiment.task"]
+    preload = ["fedsilo.runtime.worker", "fedsilo.silo.task"]
     try:
         if TORCH_IMPORT.search(Path(task_path).read_text(errors="replace")):
             # torch imports _dynamo lazily when the first optimizer is built (1.5 s): pay it once here
@@ -108,7 +105,6 @@ class WorkerPool:
         self,
         task_path: Path,
         silos: Mapping[str, Sequence[Path]],
-        layout: Layout | None,
         seed: int,
         workers: int,
         device: str = "auto",
@@ -116,7 +112,7 @@ class WorkerPool:
         cache_bytes: int = 64 << 20,
         start_timeout: float = START_TIMEOUT_S,
     ) -> None:
-        """Start ``workers`` processes; with ``layout=None`` return at once and :meth:`attach` later.
+        """Start ``workers`` processes and return at once; :meth:`attach` gives them the model's layout.
 
         Starting early lets the workers import the task (and torch) while the caller builds the
         initial model, instead of one after the other.
@@ -132,19 +128,15 @@ class WorkerPool:
         self._holder: dict[str, int] = {}  # silo -> index of the worker holding its secagg session
         self._start_timeout = start_timeout
         threads = max(1, (os.cpu_count() or 1) // workers)
-        # A silo may run on any worker, and a worker may drop it from its cache: what silos keep
-        # between rounds (top-k residuals, local-DP accountants) lives in one folder they all read.
-        self._state_dir = tempfile.mkdtemp(prefix="fedsilo-silo-state-")
         per_worker = cache_bytes // max(workers, 1)  # the budget is for all workers together
-        self._setup = WorkerSetup(str(task_path), seed, device, threads, max_cached_silos, self._state_dir, per_worker)
+        self._setup = WorkerSetup(str(task_path), seed, device, threads, max_cached_silos, per_worker)
+        self._store_dir = ""
         self._workers: list[_Worker] = []
         self._start_error: BaseException | None = None
         # Starting blocks until the fork server has imported the task's libraries: do it on a thread
         # so the caller imports and builds its own model meanwhile.
         self._starter = threading.Thread(target=self._start_workers, args=(workers,), daemon=True)
         self._starter.start()
-        if layout is not None:
-            self.attach(layout)
 
     def _start_workers(self, count: int) -> None:
         try:
@@ -153,10 +145,12 @@ class WorkerPool:
         except BaseException as exc:  # re-raised by attach() on the caller's thread
             self._start_error = exc
 
-    def attach(self, layout: Layout, codec: Codec | None = None) -> None:
+    def attach(self, layout: Layout, codec: Codec, store_dir: Path) -> None:
         """Wait for every worker to be ready, then give them the model's shared-memory buffers.
 
-        Result slots fit the model and, with ``codec``, its encoded update (which has other arrays).
+        Result slots fit the model and its update encoded with ``codec`` (which has other arrays).
+        A silo may run on any worker, and a worker may drop it from its cache: what silos keep
+        between rounds (top-k residuals, local-DP accountants) is in ``store_dir``, which all read.
         """
         try:
             self._starter.join()
@@ -165,11 +159,8 @@ class WorkerPool:
             for w in self._workers:
                 self._await_ready(w, self._start_timeout)
             self._layout = layout
-            slot = (
-                layout.size
-                if codec is None
-                else max(layout.size, Layout.of_spec(encoded_spec(layout.spec(), codec)).size)
-            )
+            self._store_dir = str(store_dir)
+            slot = max(layout.size, encoded_layout(layout, codec).size)
             self._shms = [SharedBuffer(create=True, size=layout.size) for _ in range(2)]
             self._shms += [SharedBuffer(create=True, size=slot) for _ in range(2 * len(self._workers))]
             for w in self._workers:
@@ -182,7 +173,8 @@ class WorkerPool:
         """Worker ``index``'s view: the two global buffers and its own two result slots."""
         assert self._layout is not None
         names = [s.name for s in self._shms]
-        return Attach(self._layout, (names[0], names[1]), (names[2 + 2 * index], names[3 + 2 * index]))
+        slots = (names[2 + 2 * index], names[3 + 2 * index])
+        return Attach(self._layout, (names[0], names[1]), slots, self._store_dir)
 
     def _await_ready(self, worker: _Worker, timeout: float) -> None:
         if not worker.conn.poll(timeout):
@@ -217,10 +209,12 @@ class WorkerPool:
         return POOLED
 
     def fit(self, silos: Sequence[str], ins: FitIns, timeout: float) -> Iterator[FitRes | Failure]:
-        yield from self._run("fit", silos, ins.round, ins.parameters, ins.config, timeout)  # type: ignore[misc]
+        todo, codec = ins.instructions.to_json(), ins.instructions.codec
+        yield from self._run("fit", silos, ins.round, ins.parameters, todo, codec, timeout)  # type: ignore[misc]
 
     def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
-        yield from self._run("evaluate", silos, ins.round, ins.parameters, ins.config, timeout)  # type: ignore[misc]
+        todo = ins.instructions.to_json()
+        yield from self._run("evaluate", silos, ins.round, ins.parameters, todo, Codec(), timeout)  # type: ignore[misc]
 
     def _run(
         self,
@@ -228,7 +222,8 @@ class WorkerPool:
         silos: Sequence[str],
         rnd: int,
         params: Mapping[str, Any],
-        config: Mapping[str, Any],
+        instructions: str,
+        codec: Codec,
         timeout: float,
     ) -> Iterator[FitRes | EvaluateRes | Failure]:
         unknown = [s for s in silos if s not in self._silos]
@@ -237,7 +232,7 @@ class WorkerPool:
         if self._layout is None:
             raise FedsiloError("the worker pool was used before attach(layout)")
         layout = self._layout
-        self._reply_layout = upload_layout(layout, config)  # where this call's updates lie in the slots
+        self._reply_layout = encoded_layout(layout, codec)  # where this call's updates lie in the slots
         self._call_id += 1
         call_id, buffer = self._call_id, self._next_buffer
         self._next_buffer ^= 1
@@ -245,14 +240,13 @@ class WorkerPool:
         pending = deque(sorted(silos, key=lambda s: -self._sizes.get(s, 0)))
         busy: dict[connection.Connection, _Worker] = {}
         deadline = time.monotonic() + timeout
-        config = dict(config)
 
         def dispatch(worker: _Worker) -> None:
             if pending:
                 silo = pending.popleft()
                 worker.silo = silo
                 worker.next_slot ^= 1
-                worker.conn.send((kind, call_id, silo, self._silos[silo], buffer, worker.next_slot, rnd, config))
+                worker.conn.send((kind, call_id, silo, self._silos[silo], buffer, worker.next_slot, rnd, instructions))
                 busy[worker.conn] = worker
 
         try:
@@ -326,7 +320,6 @@ class WorkerPool:
             with contextlib.suppress(FileNotFoundError):
                 shm.unlink()
         self._shms = []
-        shutil.rmtree(self._state_dir, ignore_errors=True)
 
     def __enter__(self) -> WorkerPool:
         return self

@@ -21,12 +21,13 @@ from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import Any
 
-from fedsilo.arrays import Layout
 from fedsilo.errors import FedsiloError
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes, check_update
 from fedsilo.silo.agent import SiloAgent, describe
-from fedsilo.silo.state import SiloStore
-from fedsilo.silo.uplink import upload_layout
+from fedsilo.silo.store import SiloStore
+from fedsilo.wire.arrays import ArrayDict, Layout
+from fedsilo.wire.codecs import encoded_layout
+from fedsilo.wire.instructions import EvaluateInstructions, FitInstructions
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes, check_update
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,6 @@ class WorkerSetup:
     device: str
     threads: int
     max_cached_silos: int
-    state_dir: str | None = None  # silos' top-k residuals and local-DP accountants, shared by all workers
     max_cached_bytes: int = 32 << 20  # this worker's share of runtime.cache_mb
 
 
@@ -49,6 +49,7 @@ class Attach:
     layout: Layout
     global_names: tuple[str, str]
     slot_names: tuple[str, str]
+    store_dir: str  # silos' top-k residuals and local-DP accountants (the run folder's), shared by all workers
 
 
 class SharedBuffer(SharedMemory):
@@ -111,9 +112,9 @@ def _serve(conn: connection.Connection, setup: WorkerSetup, index: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(setup.threads))
     shms: list[SharedMemory] = []
     try:
-        from fedsilo.experiment.task import Task  # imported here: the worker process starts bare
+        from fedsilo.silo.task import TaskModule  # imported here: the worker process starts bare
 
-        task = Task.load(Path(setup.task_path))
+        task = TaskModule.load(Path(setup.task_path))
         _set_threads(setup.threads)
         model = task.build_model(setup.seed)
         device = _device(setup, index)
@@ -122,12 +123,12 @@ def _serve(conn: connection.Connection, setup: WorkerSetup, index: int) -> None:
         conn.send(("error", describe(exc)))
         return
     agents: OrderedDict[str, SiloAgent] = OrderedDict()
-    state = SiloStore(Path(setup.state_dir) if setup.state_dir else None)
     held: dict[str, int] = {}  # bytes of data each cached silo holds
     try:
         attach: Attach = conn.recv()
         if not isinstance(attach, Attach):  # "stop" before any work
             return
+        store = SiloStore(Path(attach.store_dir))
         layout = attach.layout
         shms = [SharedBuffer(name=n) for n in (*attach.global_names, *attach.slot_names)]
         globals_, slots = shms[:2], shms[2:]
@@ -138,29 +139,21 @@ def _serve(conn: connection.Connection, setup: WorkerSetup, index: int) -> None:
             if msg[0] == "exchange":  # a secure-aggregation step for a silo this worker trained this round
                 conn.send(_exchange(agents, *msg[1:]))
                 continue
-            kind, call_id, silo, folders, buffer, slot, rnd, config = msg
+            kind, call_id, silo, folders, buffer, slot, rnd, instructions = msg
             agent = agents.pop(silo, None) or SiloAgent(
-                silo, partial(task.make_client, folders, setup.seed, device, model=model), setup.seed, state
+                silo, partial(task.make_client, folders, setup.seed, device, model=model), store
             )
             agents[silo] = agent
             params = layout.view(buffer_of(globals_[buffer]))
             if kind == "fit":
-                res = agent.fit(FitIns(rnd, params, config))
-                kept = isinstance(res, FitRes) and not res.parameters  # secure aggregation: the update stays here
-                if isinstance(res, FitRes) and not kept:
-                    try:
-                        up = upload_layout(layout, config)  # the model's, or its encoded form's
-                        check_update(silo, res.parameters, up.spec())
-                        up.write(res.parameters, buffer_of(slots[slot]))
-                    except FedsiloError as exc:
-                        res = Failure(silo, exc.message, "rejected")
+                res, kept = _fit(agent, rnd, params, instructions, layout, buffer_of(slots[slot]))
                 reply: tuple[Any, ...] = (
                     ("fit", call_id, silo, res.num_examples, dict(res.metrics), kept)
                     if isinstance(res, FitRes)
                     else ("failure", call_id, silo, res.reason, res.kind)
                 )
             else:
-                ev = agent.evaluate(EvaluateIns(rnd, params, config))
+                ev = _evaluate(agent, rnd, params, instructions)
                 reply = (
                     ("evaluate", call_id, silo, ev.loss, ev.num_examples, dict(ev.metrics))
                     if isinstance(ev, EvaluateRes)
@@ -175,6 +168,37 @@ def _serve(conn: connection.Connection, setup: WorkerSetup, index: int) -> None:
     finally:
         for shm in shms:
             shm.close()
+
+
+def _fit(
+    agent: SiloAgent, rnd: int, params: ArrayDict, instructions: str, layout: Layout, slot: memoryview
+) -> tuple[FitRes | Failure, bool]:
+    """Parse the instructions as a deployed silo does (strictly), fit, and write the update into ``slot``.
+
+    Returns the reply and whether the update stayed in this worker (secure aggregation).
+    """
+    try:
+        parsed = FitInstructions.from_json(instructions)
+    except FedsiloError as exc:
+        return Failure(agent.name, exc.one_line()), False
+    res = agent.fit(FitIns(rnd, params, parsed))
+    if not isinstance(res, FitRes) or parsed.secagg is not None:
+        return res, isinstance(res, FitRes)
+    try:
+        up = encoded_layout(layout, parsed.codec)  # the model's, or its encoded form's
+        check_update(agent.name, res.parameters, up.spec())
+        up.write(res.parameters, slot)
+    except FedsiloError as exc:
+        return Failure(agent.name, exc.message, "rejected"), False
+    return res, False
+
+
+def _evaluate(agent: SiloAgent, rnd: int, params: ArrayDict, instructions: str) -> EvaluateRes | Failure:
+    try:
+        parsed = EvaluateInstructions.from_json(instructions)
+    except FedsiloError as exc:
+        return Failure(agent.name, exc.one_line())
+    return agent.evaluate(EvaluateIns(rnd, params, parsed))
 
 
 def _exchange(agents: Mapping[str, SiloAgent], call_id: int, silo: str, step: str, payload: bytes) -> tuple[Any, ...]:

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedsilo.arrays import ArrayDict, load_file, read_metadata, save_file
 from fedsilo.errors import RunDirError
 from fedsilo.strategy.base import StrategyState
+from fedsilo.wire.arrays import ArrayDict, load_file, read_metadata, save_file
 
 FORMAT = "fedsilo-checkpoint/1"
 _NAME = re.compile(r"round_(\d+)\.safetensors$")

@@ -1,44 +1,33 @@
-"""The round loop: sample, broadcast, gather by deadline, accumulate, aggregate, evaluate, checkpoint.
+"""The round loop: sample, instruct, gather by deadline, aggregate, evaluate, checkpoint.
 
 It talks to silos only through a :class:`Transport`, so the same loop drives simulation, local
-processes and real deployments. Every received update is checked here (the trust boundary);
-a bad one becomes a Failure and the round goes on with the others. With secure aggregation on
-(``LoopSettings.secure_aggregation``) fit replies carry no parameters and the round's mean comes
-from :func:`~fedsilo.server.secure_aggregation.secure_mean`, fed to the strategy as one update.
+processes and real deployments, and through one :class:`~fedsilo.server.gather.Gatherer`, so it
+never branches on how updates come (in the clear, or by secure aggregation). Every received update
+is checked by the gatherer (the trust boundary); a bad one becomes a Failure and the round goes on.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-import numpy as np
-
-from fedsilo.arrays import ArrayDict, spec_of, wire_size
-from fedsilo.compression import Codec
-from fedsilo.errors import RoundFailed, UpdateRejected
-from fedsilo.messages import (
-    DEFAULT_MAX_UPDATE_BYTES,
-    Config,
-    EvaluateIns,
-    EvaluateRes,
-    Failure,
-    FitIns,
-    FitRes,
-    check_num_examples,
-)
+from fedsilo.errors import RoundFailed
+from fedsilo.server.evaluation import federated_summary
+from fedsilo.server.gather import Gatherer, PlainGatherer, RoundLog
 from fedsilo.server.registry import EVALUATE, FIT, round_rng, sample_silos, wait_for_silos
-from fedsilo.server.secure_aggregation import SecAggSettings, secure_mean
-from fedsilo.server.uplink import receive_fit
-from fedsilo.silo.uplink import codec_config
+from fedsilo.server.secure_gather import SecureGatherer
+from fedsilo.server.settings import LoopSettings
 from fedsilo.strategy.base import SpendsPrivacy, Strategy, StrategyState
+from fedsilo.tracking.rows import Row, central_row, failed_round_row, federated_row, round_row
 from fedsilo.transport.base import Transport
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import EvaluateInstructions, FitInstructions
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitRes
 
-Row = dict[str, Any]
 #: Scores the global model of a round on server-side data: ``(round, params) -> (loss or None, metrics)``.
 CentralEvaluate = Callable[[int, ArrayDict], tuple[float | None, dict[str, Any]]]
+Checkpointer = Callable[[int, ArrayDict, StrategyState], object]
 
 
 class Observer(Protocol):
@@ -54,20 +43,10 @@ class Observer(Protocol):
 
 
 @dataclass(frozen=True)
-class LoopSettings:
-    rounds: int
-    seed: int = 0
-    fit_config: Config = field(default_factory=dict)
-    round_timeout: float = 600.0
-    wait_timeout: float = 60.0
-    max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES
-    failed_rounds_allowed: int = 0  # consecutive failed rounds that keep the last good model and go on
-    secure_aggregation: SecAggSettings | None = None  # None: silos send their models in the clear
-    evaluate_every: int = 1  # central evaluation at round 0, every N rounds and at the last round
-    codec: Codec = field(default_factory=Codec)  # how silos encode their updates (the loop decodes)
-
-
-Checkpointer = Callable[[int, ArrayDict, StrategyState], object]
+class LoopResult:
+    parameters: ArrayDict
+    state: StrategyState
+    stopped: str | None = None  # why training ended before settings.rounds (a privacy budget kept)
 
 
 @dataclass
@@ -79,34 +58,49 @@ class ServerLoop:
     observers: Sequence[Observer] = ()
     checkpoint: Checkpointer | None = None
     expected_silos: Sequence[str] = ()
-    stopped: str | None = field(default=None, init=False)  # why training ended before settings.rounds
+    gatherer: Gatherer = field(init=False)
 
-    def _emit(self, row: Row) -> Row:
-        for obs in self.observers:
-            obs.on_metrics(row)
-        return row
+    def __post_init__(self) -> None:
+        s, min_fit = self.settings, self.strategy.sampling.min_fit_clients
+        if s.secure_aggregation is not None:
+            self.gatherer = SecureGatherer(self.transport, s.round_timeout, s.secure_aggregation, min_fit)
+        else:
+            self.gatherer = PlainGatherer(self.transport, s.round_timeout, s.max_update_bytes, min_fit)
 
-    def evaluate_central(self, round: int, params: ArrayDict) -> Row | None:
-        every = self.settings.evaluate_every
-        if self.central_evaluate is None or not (round % every == 0 or round == self.settings.rounds):
-            return None
-        loss, metrics = self.central_evaluate(round, params)
-        return self._emit(
-            {"round": round, "scope": "server", "silo": None, "phase": "evaluate", "loss": loss, **metrics}
-        )
-
-    def run(self, params: ArrayDict, state: StrategyState, start_round: int = 1) -> tuple[ArrayDict, StrategyState]:
-        """Run rounds ``start_round..settings.rounds``; returns the final model and state."""
-        if start_round == 1:
-            row = self.evaluate_central(0, params)
+    def _log(self, rnd: int) -> RoundLog:
+        def emit(row: Row) -> None:
             for obs in self.observers:
-                obs.on_round_end(0, [row] if row else [])
+                obs.on_metrics(row)
+
+        def on_reply(phase: str, reply: FitRes | EvaluateRes | Failure) -> None:
+            for obs in self.observers:
+                obs.on_reply(rnd, phase, reply)
+
+        return RoundLog(emit, on_reply)
+
+    def _end(self, rnd: int, rows: Sequence[Row]) -> None:
+        for obs in self.observers:
+            obs.on_round_end(rnd, rows)
+
+    def evaluate_central(self, rnd: int, params: ArrayDict, log: RoundLog) -> None:
+        every = self.settings.evaluate_every
+        if self.central_evaluate is None or not (rnd % every == 0 or rnd == self.settings.rounds):
+            return
+        loss, metrics = self.central_evaluate(rnd, params)
+        log.row(central_row(rnd, loss, metrics))
+
+    def run(self, params: ArrayDict, state: StrategyState, start_round: int = 1) -> LoopResult:
+        """Run rounds ``start_round..settings.rounds``; returns the final model, state and any early stop."""
+        if start_round == 1:
+            log = self._log(0)
+            self.evaluate_central(0, params, log)
+            self._end(0, log.rows)
         failed_in_a_row = 0
         for rnd in range(start_round, self.settings.rounds + 1):
             if isinstance(self.strategy, SpendsPrivacy):
-                self.stopped = self.strategy.stop_reason(rnd, state)
-                if self.stopped is not None:  # the budget is kept: not an error, the run ends here
-                    break
+                stopped = self.strategy.stop_reason(rnd, state)
+                if stopped is not None:  # the budget is kept: not an error, the run ends here
+                    return LoopResult(params, state, stopped)
             try:
                 params, state = self.run_round(rnd, params, state)
                 failed_in_a_row = 0
@@ -115,15 +109,15 @@ class ServerLoop:
                 if failed_in_a_row > self.settings.failed_rounds_allowed:
                     raise
                 self._skip_failed_round(rnd, params, state, exc)
-        return params, state
+        return LoopResult(params, state)
 
     def _skip_failed_round(self, rnd: int, params: ArrayDict, state: StrategyState, exc: RoundFailed) -> None:
         """Keep the last good model and go on: a silo that reconnects takes part in the next round."""
-        row = self._emit({"round": rnd, "scope": "server", "silo": None, "phase": "fit", "failure": exc.message})
+        log = self._log(rnd)
+        log.row(failed_round_row(rnd, exc.message))
         if self.checkpoint is not None:
             self.checkpoint(rnd, params, state)
-        for obs in self.observers:
-            obs.on_round_end(rnd, [row])
+        self._end(rnd, log.rows)
 
     def run_round(self, rnd: int, params: ArrayDict, state: StrategyState) -> tuple[ArrayDict, StrategyState]:
         sampling = self.strategy.sampling
@@ -135,160 +129,37 @@ class ServerLoop:
         )
         for obs in self.observers:
             obs.on_round_start(rnd, selected)
-
-        secagg = self.settings.secure_aggregation
-        config = {
-            **self.settings.fit_config,
-            **self.strategy.fit_config(rnd, state),
-            **codec_config(self.settings.codec),
-            "seed": self.settings.seed,
-        }
-        if secagg is not None:
-            config.update(secagg.fit_config(sampling.min_fit_clients))
-        expected = spec_of(params)
+        log = self._log(rnd)
+        instructions = self._instructions(rnd, state)
         aggregation = self.strategy.begin(rnd, params, state)
-        rows: list[Row] = []
-        failures: list[Failure] = []
-        kept: dict[str, int] = {}  # secure aggregation: silo -> examples, updates still in the silos
-        wire = {"upload_bytes": 0, "upload_bytes_raw": 0}
-        for reply in self.transport.fit(selected, FitIns(rnd, params, config), self.settings.round_timeout):
-            sizes: Row = {}
-            if isinstance(reply, FitRes):
-                if secagg is not None:
-                    try:
-                        _check_kept(reply)
-                        kept[reply.silo] = check_num_examples(reply.silo, reply.num_examples)
-                    except UpdateRejected as exc:
-                        reply = Failure(reply.silo, exc.message, "rejected")
-                else:
-                    got = receive_fit(reply, params, expected, self.settings.codec, self.settings.max_update_bytes)
-                    sizes = {"upload_bytes": got.upload_bytes, "upload_bytes_raw": got.upload_bytes_raw}
-                    wire = {k: wire[k] + sizes[k] for k in wire}
-                    if got.result is None:
-                        reply = Failure(reply.silo, got.rejected or "rejected", "rejected")
-                    else:
-                        reply = got.result
-                        aggregation.add(reply)
-            for obs in self.observers:
-                obs.on_reply(rnd, "fit", reply)
-            rows.append(self._emit({**_reply_row(rnd, "fit", reply), **sizes}))
-            if isinstance(reply, Failure):
-                failures.append(reply)
-
-        usable = len(kept) if secagg is not None else aggregation.count
-        if usable < max(sampling.min_fit_clients, 1):
-            detail = describe_failures(failures)
-            raise RoundFailed(
-                f"round {rnd}: {usable} of {len(selected)} silos returned a usable update, "
-                f"min_fit_clients={sampling.min_fit_clients} ({detail})",
-                "fix the failing silos (see metrics.jsonl) and resume with `fedsilo run --resume RUN_DIR`",
-            )
-        if secagg is not None:
-            # the session nonce and SecAgg+ graph seed must be unpredictable; the sum does not depend on them
-            rng = np.random.default_rng(secrets.randbits(128))
-            outcome = secure_mean(self.transport, rnd, params, kept, secagg, rng, max(sampling.min_fit_clients, 1))
-            rows.extend(self._emit(row) for row in outcome.rows(rnd))
-            aggregation.add(outcome.update)
-            # what crossed the wire instead of the updates: the protocol's messages, beside plain models' size
-            wire = {"upload_bytes": sum(outcome.sent.values()), "upload_bytes_raw": wire_size(expected) * len(kept)}
-        updates = len(outcome.survivors) if secagg is not None else aggregation.count
+        gathered = self.gatherer.gather(rnd, selected, params, instructions, aggregation, log)
         params, state = aggregation.finish()
         privacy = self.strategy.round_metrics(state) if isinstance(self.strategy, SpendsPrivacy) else {}
-        # the round's own row: bytes uploaded and privacy spent (phase "round": not a silo's fit)
-        server = {"round": rnd, "scope": "server", "silo": None, "phase": "round", "updates": updates}
-        rows.append(self._emit({**server, **wire, **privacy}))
-
-        central = self.evaluate_central(rnd, params)
-        if central:
-            rows.append(central)
-        rows.extend(self._evaluate_federated(rnd, params, available))
+        log.row(round_row(rnd, gathered.updates, {**gathered.measured, **privacy}))
+        self.evaluate_central(rnd, params, log)
+        self._evaluate_federated(rnd, params, available, log)
         if self.checkpoint is not None:
             self.checkpoint(rnd, params, state)
-        for obs in self.observers:
-            obs.on_round_end(rnd, rows)
+        self._end(rnd, log.rows)
         return params, state
 
-    def _evaluate_federated(self, rnd: int, params: ArrayDict, available: list[str]) -> list[Row]:
+    def _instructions(self, rnd: int, state: StrategyState) -> FitInstructions:
+        """This round's fit instructions: the plan's, with the run's seed and the strategy's extras."""
+        template = self.settings.instructions
+        train = replace(template.train, seed=self.settings.seed)
+        return replace(template, train=train, strategy=self.strategy.fit_extras(rnd, state))
+
+    def _evaluate_federated(self, rnd: int, params: ArrayDict, available: list[str], log: RoundLog) -> None:
         sampling = self.strategy.sampling
         if sampling.fraction_evaluate <= 0:
-            return []
-        selected = sample_silos(
-            available,
-            sampling.fraction_evaluate,
-            sampling.min_evaluate_clients,
-            round_rng(self.settings.seed, rnd, EVALUATE),
-        )
-        rows, results = [], []
-        for reply in self.transport.evaluate(
-            selected, EvaluateIns(rnd, params, {"seed": self.settings.seed}), self.settings.round_timeout
-        ):
-            for obs in self.observers:
-                obs.on_reply(rnd, "evaluate", reply)
-            rows.append(self._emit(_reply_row(rnd, "evaluate", reply)))
+            return
+        rng = round_rng(self.settings.seed, rnd, EVALUATE)
+        selected = sample_silos(available, sampling.fraction_evaluate, sampling.min_evaluate_clients, rng)
+        ins = EvaluateIns(rnd, params, EvaluateInstructions(self.settings.seed))
+        results = []
+        for reply in self.transport.evaluate(selected, ins, self.settings.round_timeout):
+            log.reply(rnd, "evaluate", reply)
             if isinstance(reply, EvaluateRes) and reply.num_examples > 0:
                 results.append(reply)
         if results:
-            rows.append(
-                self._emit(
-                    {
-                        "round": rnd,
-                        "scope": "federated",
-                        "silo": None,
-                        "phase": "evaluate",
-                        **federated_summary(results),
-                    }
-                )
-            )
-        return rows
-
-
-def _check_kept(reply: FitRes) -> None:
-    """With secure aggregation a silo's update must stay in the silo: a reply with parameters is refused."""
-    if reply.parameters:
-        raise UpdateRejected(
-            f"silo '{reply.silo}' sent its update in the clear although secure aggregation is on",
-            "run the same fedsilo version on the silo as on the server",
-        )
-
-
-def describe_failures(failures: Sequence[Failure], names_per_reason: int = 3) -> str:
-    """The round's failures grouped by reason, a few silo names each: one readable line even for 1000 silos."""
-    if not failures:
-        return "no replies"
-    by_reason: dict[str, list[str]] = {}
-    for f in failures:
-        by_reason.setdefault(f.reason, []).append(f.silo)
-    parts = []
-    for reason, silos in by_reason.items():
-        names = ", ".join(silos[:names_per_reason])
-        more = f" and {len(silos) - names_per_reason} more" if len(silos) > names_per_reason else ""
-        parts.append(f"{names}{more}: {reason}")
-    return "; ".join(parts)
-
-
-def federated_summary(results: Sequence[EvaluateRes]) -> dict[str, Any]:
-    """Example-weighted means over silos, plus the worst silo: a model that fails one hospital fails."""
-    total = sum(r.num_examples for r in results)
-    summary: dict[str, Any] = {"loss": sum(r.loss * r.num_examples for r in results) / total, "num_examples": total}
-    keys = set.intersection(*(set(r.metrics) for r in results))
-    for key in sorted(keys):
-        summary[key] = sum(r.metrics[key] * r.num_examples for r in results) / total
-    if "accuracy" in keys:
-        worst = min(results, key=lambda r: r.metrics["accuracy"])
-        summary["worst_accuracy"] = worst.metrics["accuracy"]
-        summary["worst_silo"] = worst.silo
-    if "balanced_accuracy" in keys:  # on skewed silos the worst by accuracy can hide the worst by balance
-        worst = min(results, key=lambda r: r.metrics["balanced_accuracy"])
-        summary["worst_balanced_accuracy"] = worst.metrics["balanced_accuracy"]
-        summary["worst_balanced_silo"] = worst.silo
-    return summary
-
-
-def _reply_row(rnd: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> Row:
-    row: Row = {"round": rnd, "scope": "silo", "silo": reply.silo, "phase": phase}
-    if isinstance(reply, Failure):
-        return {**row, "failure": reply.reason, "failure_kind": reply.kind}
-    row["num_examples"] = reply.num_examples
-    if isinstance(reply, EvaluateRes):
-        row["loss"] = reply.loss
-    return {**reply.metrics, **row}  # a silo's metric named "round" must not move its row
+            log.row(federated_row(rnd, federated_summary(results)))

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.errors import FedsiloError, RoundFailed, SecAggError
-from fedsilo.messages import Config, ExchangeRes, Failure, FitRes
+from fedsilo.tracking.rows import Row, secagg_row
 from fedsilo.transport.base import Transport
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.deltas import apply
+from fedsilo.wire.instructions import DistributedNoise, SecAggRequest
+from fedsilo.wire.messages import ExchangeRes, Failure, FitRes
 
 M = TypeVar("M")
 SENDER = "secure-aggregation"  # the silo name of the pre-averaged update handed to the strategy
@@ -48,16 +51,12 @@ class SecAggSettings:
     dp_noise_multiplier: float | None = None  # distributed DP on when set
     dp_clip_norm: float = 1.0
 
-    def fit_config(self, min_fit_clients: int) -> Config:
+    def request(self, min_fit_clients: int) -> SecAggRequest:
         """What every silo's fit is told: keep the update, and how to clip and noise it."""
         if self.dp_noise_multiplier is None:
-            return {"secagg": True}
-        return {
-            "secagg": True,
-            "secagg_dp_noise_multiplier": float(self.dp_noise_multiplier),
-            "secagg_dp_clip_norm": float(self.dp_clip_norm),
-            "secagg_dp_min_silos": int(min_fit_clients),
-        }
+            return SecAggRequest()
+        noise = DistributedNoise(float(self.dp_noise_multiplier), float(self.dp_clip_norm), int(min_fit_clients))
+        return SecAggRequest(noise)
 
 
 @dataclass(frozen=True)
@@ -68,18 +67,17 @@ class SecureOutcome:
     sent: Mapping[str, int] = field(default_factory=dict)  # secagg bytes each silo sent the server
     received: Mapping[str, int] = field(default_factory=dict)  # secagg bytes the server sent each silo
 
-    def rows(self, rnd: int) -> list[dict[str, Any]]:
+    def rows(self, rnd: int) -> list[Row]:
         """One metrics row per silo of the group: bytes exchanged, or at which step it dropped."""
         out = []
         for silo in sorted({*self.survivors, *self.dropped}):
-            row: dict[str, Any] = {"round": rnd, "scope": "silo", "silo": silo, "phase": "secagg"}
-            row["secagg_sent_bytes"] = self.sent.get(silo, 0)
-            row["secagg_received_bytes"] = self.received.get(silo, 0)
-            if silo in self.dropped:
-                step, why = self.dropped[silo]
-                note = " (its update is in the sum)" if silo in self.survivors else ""
-                row |= {"failure": f"dropped at {step}{note}: {why.reason}", "failure_kind": why.kind}
-            out.append(row)
+            sent, received = self.sent.get(silo, 0), self.received.get(silo, 0)
+            if silo not in self.dropped:
+                out.append(secagg_row(rnd, silo, sent, received, None))
+                continue
+            step, why = self.dropped[silo]
+            note = f"dropped at {step}" + (" (its update is in the sum)" if silo in self.survivors else "")
+            out.append(secagg_row(rnd, silo, sent, received, why, note))
         return out
 
 
@@ -187,14 +185,5 @@ def secure_mean(
     survivors = tuple(rd.name[u] for u in result.survivors)
     examples = sum(counts[s] for s in survivors)
     scale = len(cfg.silos) / len(survivors) if dp else sum(counts.values()) / examples
-    update = FitRes(SENDER, _add_mean(global_params, result.total, scale), examples, {})
+    update = FitRes(SENDER, apply(global_params, result.total, scale), examples, {})
     return SecureOutcome(update, survivors, rd.dropped, rd.sent, rd.received)
-
-
-def _add_mean(global_params: ArrayDict, total: Mapping[str, np.ndarray], scale: float) -> ArrayDict:
-    """``global + scale * total`` in float64, cast back to each array's dtype (integers rounded)."""
-    out: ArrayDict = {}
-    for k, v in global_params.items():
-        value = np.asarray(v, np.float64) + total[k] * scale
-        out[k] = (np.rint(value) if np.issubdtype(v.dtype, np.integer) else value).astype(v.dtype)
-    return out

@@ -3,7 +3,7 @@
 Bytes are the size of the safetensors bytes the update is (or, in a shared-memory simulation,
 would be) sent as, next to what the same update sends as the plain model (``upload_bytes_raw``),
 so a codec's saving is read off one row. The sizes come from the arrays' specs
-(:func:`fedsilo.arrays.wire_size`): nothing is serialized to count them.
+(:func:`fedsilo.wire.arrays.wire_size`): nothing is serialized to count them.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict, ArraySpec, spec_of, wire_size
-from fedsilo.compression import Codec, decode, model_from
 from fedsilo.errors import UpdateRejected
-from fedsilo.messages import FitRes, check_num_examples, check_update
+from fedsilo.wire.arrays import ArrayDict, ArraySpec, spec_of, wire_size
+from fedsilo.wire.codecs import Codec, decode, model_from
+from fedsilo.wire.messages import FitRes, check_num_examples, check_update
 
 
 @dataclass(frozen=True, slots=True)

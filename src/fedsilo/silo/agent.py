@@ -4,27 +4,32 @@ Any exception from the user's code becomes a :class:`Failure` reply with one rea
 one broken silo never takes a round down. The client is built lazily (on the first message),
 which keeps data loading off the start-up path and inside the silo's own process.
 
-With secure aggregation (``secagg: true`` in the fit config) the trained update stays in the agent's
-session for the round (:mod:`fedsilo.silo.secagg_session`) and the fit reply carries no parameters;
-the server then drives the protocol's steps through :meth:`SiloAgent.exchange`.
-
-The server's fit instruction may ask for a codec (the agent then sends its encoded update, see
-:mod:`fedsilo.silo.uplink`) and for local DP-SGD (the agent then trains a PyTorch task with
-Opacus and reports the silo's own ``epsilon``); what either keeps between rounds is in ``state``.
+The fit instructions say how to train (the agent gives the client the silo's own seed), which
+codec the update goes up in (:mod:`fedsilo.silo.uplink`), whether to train with local DP-SGD (a
+capability the client has or has not: :class:`~fedsilo.client.base.TrainsPrivately`; the silo's
+accountant is kept in its store) and whether to keep the update for secure aggregation: then it
+stays in the agent's session for the round (:mod:`fedsilo.silo.secagg_session`), the fit reply
+carries no parameters, and the server drives the protocol's steps through :meth:`SiloAgent.exchange`.
 """
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict, ArraySpec, spec_of
-from fedsilo.client.base import Client, silo_seed
+from fedsilo.client.base import Client, TrainsPrivately, silo_seed
 from fedsilo.errors import ConfigError, FedsiloError, UpdateRejected
-from fedsilo.messages import (
+from fedsilo.privacy.accounting import PrivacyAccountant
+from fedsilo.silo.store import SiloStore
+from fedsilo.silo.uplink import encode_upload
+from fedsilo.wire.arrays import ArrayDict, ArraySpec, spec_of
+from fedsilo.wire.deltas import delta
+from fedsilo.wire.instructions import LocalDP, SecAggRequest, TrainSettings
+from fedsilo.wire.messages import (
     EvaluateIns,
     EvaluateRes,
     Failure,
@@ -33,8 +38,6 @@ from fedsilo.messages import (
     clean_metrics,
     update_problems,
 )
-from fedsilo.silo.state import SiloStore
-from fedsilo.silo.uplink import encode_upload, local_dp_of
 
 ACCOUNTANT = "local_dp_accountant"
 
@@ -53,17 +56,13 @@ def describe(exc: BaseException) -> str:
 
 
 class SiloAgent:
-    def __init__(
-        self, name: str, make_client: Callable[[], Client], seed: int = 0, state: SiloStore | None = None
-    ) -> None:
+    def __init__(self, name: str, make_client: Callable[[], Client], store: SiloStore | None = None) -> None:
         self.name = name
         self._make_client = make_client
-        self._seed = seed
         self._client: Client | None = None
-        self._private: Any = None  # the LocalDPClient over the same model and data, once asked for
         self._spec: dict[str, ArraySpec] | None = None
         self._secagg: SecAggSession | None = None
-        self.state = state if state is not None else SiloStore()
+        self.store = store if store is not None else SiloStore()
 
     @property
     def client(self) -> Client:
@@ -77,10 +76,10 @@ class SiloAgent:
         size = getattr(self._client, "data_bytes", None)
         return int(size()) if callable(size) else 0
 
-    def _check_incoming(self, ins: FitIns | EvaluateIns) -> None:
-        client = self.client  # builds the client and the local model spec on first use
-        assert self._spec is not None and client is not None
-        problems = update_problems(ins.parameters, self._spec)
+    def _check_incoming(self, parameters: ArrayDict) -> None:
+        self.client  # noqa: B018 - builds the client and the local model spec on first use
+        assert self._spec is not None
+        problems = update_problems(parameters, self._spec)
         if problems:
             raise UpdateRejected(
                 "the global model from the server does not match this silo's model: " + "; ".join(problems),
@@ -89,35 +88,55 @@ class SiloAgent:
 
     def fit(self, ins: FitIns) -> FitRes | Failure:
         try:
-            self._check_incoming(ins)
-            seed = silo_seed(int(ins.config.get("seed", self._seed)), ins.round, self.name)
-            config = {**ins.config, "seed": seed, "round": max(ins.round, 1)}
+            self._check_incoming(ins.parameters)
+            todo = ins.instructions
+            store = self.store.scoped(todo.run)
+            seed = silo_seed(todo.train.seed, ins.round, self.name)
+            settings = replace(todo.train, seed=seed, round=max(ins.round, 1), proximal_mu=todo.strategy.proximal_mu)
             self._secagg = None  # a new round: whatever the last one left behind is void
-            dp = local_dp_of(ins.config)
-            client = self.client if dp is None else self._private_client(dp)
-            params, n, metrics = client.fit(ins.parameters, config)
-            if dp is not None:
-                self.state.put_value(self.name, ACCOUNTANT, self._private.accountant.to_dict())
-            if ins.config.get("secagg"):
-                self._secagg = self._keep(ins, params, n, seed)
+            if todo.local_dp is None:
+                params, n, metrics = self.client.fit(ins.parameters, settings)
+            else:
+                params, n, metrics = self._fit_private(ins, settings, todo.local_dp, store)
+            if todo.secagg is not None:
+                self._secagg = self._keep(ins, params, n, seed, todo.secagg)
                 params = {}  # the update stays here; only masked bytes will leave
             else:
-                params = encode_upload(self.name, params, ins.parameters, ins.config, seed, self.state)
+                params = encode_upload(self.name, ins.round, params, ins.parameters, todo.codec, seed, store)
             return FitRes(self.name, params, n, clean_metrics(metrics))
         except Exception as exc:  # user code may raise anything; the round must go on
             return Failure(self.name, describe(exc))
 
-    def _keep(self, ins: FitIns, params: ArrayDict, n: int, seed: int) -> SecAggSession:
+    def _fit_private(
+        self, ins: FitIns, settings: TrainSettings, dp: LocalDP, store: SiloStore
+    ) -> tuple[ArrayDict, int, dict[str, float]]:
+        """A fit with local DP-SGD, continuing this silo's accountant as it was before this round."""
+        client = self.client
+        if not isinstance(client, TrainsPrivately):
+            raise ConfigError(
+                f"privacy.local_dp trains with Opacus, which needs a PyTorch task, not {type(client).__name__}",
+                "remove privacy.local_dp, or use privacy.dp (central DP works with every task)",
+            )
+        saved = store.value(self.name, ACCOUNTANT, before_round=ins.round)
+        accountant = PrivacyAccountant.from_dict(saved) if saved else PrivacyAccountant()
+        fit = client.fit_private(ins.parameters, settings, dp, accountant)
+        store.put_value(self.name, ACCOUNTANT, ins.round, fit.accountant.to_dict())
+        return fit.parameters, fit.num_examples, fit.metrics
+
+    def _keep(self, ins: FitIns, params: ArrayDict, n: int, seed: int, request: SecAggRequest) -> SecAggSession:
         """The round's secure-aggregation session, holding the update (trained - global, float64)."""
-        from fedsilo.silo.secagg_session import SecAggSession, dp_of  # here: secure aggregation needs cryptography
+        from fedsilo.silo.secagg_session import SecAggSession, noise_of  # here: secure aggregation needs cryptography
 
         assert self._spec is not None
         problems = update_problems(params, self._spec)
         if problems:
-            raise UpdateRejected("the trained model does not match the global model: " + "; ".join(problems))
+            raise UpdateRejected(
+                "the trained model does not match the global model: " + "; ".join(problems),
+                "make the task's fit return the model it was given (same arrays, shapes and dtypes)",
+            )
         # computed now, in the global model's order: the global arrays may be views valid only in this call
-        delta = {k: np.asarray(params[k], np.float64) - np.asarray(v, np.float64) for k, v in ins.parameters.items()}
-        return SecAggSession(ins.round, delta, int(n), dp_of(ins.config), np.random.default_rng([seed, 1]))
+        update = delta(params, ins.parameters)
+        return SecAggSession(ins.round, update, int(n), noise_of(request), np.random.default_rng([seed, 1]))
 
     def exchange(self, step: str, payload: bytes) -> bytes | Failure:
         """One secure-aggregation step of this round's session; any problem is a Failure, never a crash."""
@@ -131,31 +150,10 @@ class SiloAgent:
         except Exception as exc:
             return Failure(self.name, describe(exc))
 
-    def _private_client(self, dp: dict[str, float]) -> Any:
-        """The silo's client with DP-SGD, its accountant as this silo left it (any worker may have)."""
-        try:
-            from fedsilo.client.local_dp import LocalDP, LocalDPClient  # torch and opacus: only now
-            from fedsilo.client.torch import TorchClient
-            from fedsilo.privacy.accounting import PrivacyAccountant
-        except ImportError as exc:
-            raise ConfigError(f"privacy.local_dp needs torch and opacus ({exc})", "pip install 'fedsilo[dp]'") from exc
-        client = self.client
-        if not isinstance(client, TorchClient):
-            raise ConfigError(
-                f"privacy.local_dp trains with Opacus, which needs a PyTorch task, not {type(client).__name__}",
-                "remove privacy.local_dp, or use privacy.dp (central DP works with every task)",
-            )
-        if self._private is None:
-            settings = LocalDP(dp["noise_multiplier"], dp["max_grad_norm"], dp["delta"], bool(dp.get("poisson", 1.0)))
-            self._private = LocalDPClient.over(client, settings)
-        saved = self.state.value(self.name, ACCOUNTANT)
-        self._private.accountant = PrivacyAccountant.from_dict(saved) if saved else PrivacyAccountant()
-        return self._private
-
     def evaluate(self, ins: EvaluateIns) -> EvaluateRes | Failure:
         try:
-            self._check_incoming(ins)
-            loss, n, metrics = self.client.evaluate(ins.parameters, ins.config)
+            self._check_incoming(ins.parameters)
+            loss, n, metrics = self.client.evaluate(ins.parameters, ins.instructions)
             return EvaluateRes(self.name, float(loss), int(n), clean_metrics(metrics))
         except Exception as exc:
             return Failure(self.name, describe(exc))

@@ -1,6 +1,6 @@
 """A silo's secure-aggregation session for one round: its update stays here, only masked bytes leave.
 
-After a fit with ``secagg: true`` in its config, the agent keeps the update (trained model - global
+After a fit whose instructions carry a secure-aggregation request, the agent keeps the update (trained model - global
 model, float64) in a :class:`SecAggSession` instead of sending it. The server then drives the
 protocol's four steps (:mod:`fedsilo.privacy.secagg.silo`) through :meth:`SecAggSession.step`, each
 step's message wrapped in an envelope (:mod:`fedsilo.privacy.secagg.envelope`) that names the round,
@@ -19,23 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.errors import SecAggError
-from fedsilo.messages import Config
 from fedsilo.privacy.distributed_dp import DistributedDP, noised_update
 from fedsilo.privacy.secagg import envelope, silo, wire
 from fedsilo.privacy.secagg.messages import KeyDirectory, SecAggConfig, SharesForSilo, UnmaskRequest
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import SecAggRequest
 
-SECAGG_KEY = "secagg"  # FitIns config flag: keep the update in the silo
-DP_KEYS = ("secagg_dp_noise_multiplier", "secagg_dp_clip_norm", "secagg_dp_min_silos")
 
-
-def dp_of(config: Config) -> DistributedDP | None:
-    """The distributed-DP settings the server put in the fit config, or None."""
-    if DP_KEYS[0] not in config:
-        return None
-    z, c, t = (config.get(k) for k in DP_KEYS)
-    return DistributedDP(float(z), float(c), int(t))  # type: ignore[arg-type]
+def noise_of(request: SecAggRequest) -> DistributedDP | None:
+    """The distributed-DP settings of a secure-aggregation request, or None."""
+    noise = request.noise
+    return None if noise is None else DistributedDP(noise.noise_multiplier, noise.clip_norm, noise.min_silos)
 
 
 class SecAggSession:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict, WeightedSum
+from fedsilo.wire.arrays import ArrayDict, WeightedSum
 
 Updates = Sequence[Mapping[str, np.ndarray]]
 

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from fedsilo.arrays import ArrayDict
-from fedsilo.messages import Config, FitRes
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import StrategyExtras
+from fedsilo.wire.messages import FitRes
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +62,8 @@ class Strategy(Protocol):
     def initial_state(self, parameters: ArrayDict) -> StrategyState:
         """State before round 1, given the initial global model."""
 
-    def fit_config(self, round: int, state: StrategyState) -> Config:
-        """Instructions the strategy adds to every silo's fit (e.g. FedProx's ``proximal_mu``)."""
+    def fit_extras(self, round: int, state: StrategyState) -> StrategyExtras:
+        """What the strategy adds to every silo's fit instructions (e.g. FedProx's ``proximal_mu``)."""
 
     def begin(self, round: int, global_parameters: ArrayDict, state: StrategyState) -> Aggregation:
         """Open the aggregation of ``round``."""

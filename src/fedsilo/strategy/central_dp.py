@@ -36,35 +36,20 @@ Noise comes from a generator seeded by (seed, round): reproducible, never the gl
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict
-from fedsilo.messages import Config, FitRes
 from fedsilo.privacy import dp
 from fedsilo.privacy.accounting import Method, PrivacyAccountant, PrivacyEvent
 from fedsilo.strategy.base import Aggregation, Sampling, Strategy, StrategyState
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.deltas import apply, delta
+from fedsilo.wire.instructions import StrategyExtras
+from fedsilo.wire.messages import FitRes
 
 CLIP, ACCOUNTANT = "dp.clip_norm", "dp.accountant"
 NOISE_STREAM = 0xD9  # the generator of round r is default_rng([seed, r, NOISE_STREAM])
-
-
-def private_mean(
-    clipped_sum: Mapping[str, np.ndarray], num_silos: int, std: float, rng: np.random.Generator
-) -> ArrayDict:
-    """``clipped_sum / n + N(0, std^2)`` per element, float64: the released mean delta."""
-    return dp.add_noise({k: np.asarray(v, np.float64) / num_silos for k, v in clipped_sum.items()}, std, rng)
-
-
-def add_delta(global_parameters: Mapping[str, np.ndarray], delta: Mapping[str, np.ndarray]) -> ArrayDict:
-    """``global + delta`` in each array's own dtype (integers rounded)."""
-    out: ArrayDict = {}
-    for k, g in global_parameters.items():
-        value = np.asarray(g, np.float64) + delta[k]
-        out[k] = np.asarray(np.rint(value) if np.issubdtype(g.dtype, np.integer) else value, g.dtype)
-    return out
 
 
 @dataclass(frozen=True)
@@ -117,8 +102,8 @@ class CentralDP:
         inner = self.inner.initial_state(parameters)
         return _with_dp(inner, self.clip_norm, PrivacyAccountant(self.accountant))
 
-    def fit_config(self, round: int, state: StrategyState) -> Config:
-        return self.inner.fit_config(round, _inner(state))
+    def fit_extras(self, round: int, state: StrategyState) -> StrategyExtras:
+        return self.inner.fit_extras(round, _inner(state))
 
     def begin(self, round: int, global_parameters: ArrayDict, state: StrategyState) -> Aggregation:
         if self.distributed:
@@ -163,11 +148,11 @@ class CentralDPAggregation:
         self._unclipped = 0
 
     def add(self, result: FitRes) -> None:
-        clipped, scale = dp.clip(dp.model_delta(result.parameters, self._global), self._clip)
+        clipped, norm = dp.clip(delta(result.parameters, self._global), self._clip)
         for k, acc in self._sum.items():
             acc += clipped[k]
         self._count += 1
-        self._unclipped += scale == 1.0
+        self._unclipped += dp.is_unclipped(norm, self._clip)
 
     @property
     def count(self) -> int:
@@ -177,14 +162,15 @@ class CentralDPAggregation:
         o = self._owner
         rng = np.random.default_rng([o.seed, self._round, NOISE_STREAM])
         n = o.expected_silos
-        mean = private_mean(self._sum, n, dp.central_noise_std(o.update_noise_multiplier, self._clip, n), rng)
+        clipped_mean = {k: v / n for k, v in self._sum.items()}
+        mean = dp.add_central_noise(clipped_mean, o.update_noise_multiplier, self._clip, n, rng)
         clip = self._clip
         if o.adaptive:  # drawn after the model's noise, from the same round generator
             fraction = dp.noised_unclipped_fraction(self._unclipped, n, o.count_noise, rng)
             clip = dp.adapt_clip_norm(clip, fraction, o.target_quantile, o.clip_learning_rate)
         inner_state = _inner(self._state)
         aggregation = o.inner.begin(self._round, self._global, inner_state)
-        aggregation.add(FitRes("dp-mean", add_delta(self._global, mean), 1))
+        aggregation.add(FitRes("dp-mean", apply(self._global, mean), 1))
         params, inner_state = aggregation.finish()
         return params, _with_dp(inner_state, clip, o.accountant_of(self._state).record(o.event))
 

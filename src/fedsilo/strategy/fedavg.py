@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fedsilo.arrays import ArrayDict, WeightedSum
-from fedsilo.messages import Config, FitRes
 from fedsilo.strategy.base import Sampling, StrategyState
+from fedsilo.wire.arrays import ArrayDict, WeightedSum
+from fedsilo.wire.instructions import StrategyExtras
+from fedsilo.wire.messages import FitRes
 
 
 class WeightedMeanAggregation:
@@ -40,8 +41,8 @@ class FedAvg:
     def initial_state(self, parameters: ArrayDict) -> StrategyState:
         return StrategyState()
 
-    def fit_config(self, round: int, state: StrategyState) -> Config:
-        return {}
+    def fit_extras(self, round: int, state: StrategyState) -> StrategyExtras:
+        return StrategyExtras()
 
     def begin(self, round: int, global_parameters: ArrayDict, state: StrategyState) -> WeightedMeanAggregation:
         return WeightedMeanAggregation(global_parameters, state)

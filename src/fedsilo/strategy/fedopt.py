@@ -29,11 +29,12 @@ from typing import Literal
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict, WeightedSum
 from fedsilo.errors import RunDirError
-from fedsilo.messages import Config, FitRes
 from fedsilo.strategy.base import Sampling, StrategyState
 from fedsilo.strategy.server_opt import Rule, adaptive_step, heavy_ball, initial_second_moment
+from fedsilo.wire.arrays import ArrayDict, WeightedSum
+from fedsilo.wire.instructions import StrategyExtras
+from fedsilo.wire.messages import FitRes
 
 FedOptName = Literal["fedavgm", "fedadagrad", "fedadam", "fedyogi"]
 FEDOPT_NAMES: tuple[FedOptName, ...] = ("fedavgm", "fedadagrad", "fedadam", "fedyogi")
@@ -94,8 +95,8 @@ class FedOpt:
                     arrays[f"v/{name}"] = np.asarray(initial_second_moment(x.shape, self.tau), dtype)
         return StrategyState(arrays, {})
 
-    def fit_config(self, round: int, state: StrategyState) -> Config:
-        return {}
+    def fit_extras(self, round: int, state: StrategyState) -> StrategyExtras:
+        return StrategyExtras()
 
     def begin(self, round: int, global_parameters: ArrayDict, state: StrategyState) -> FedOptAggregation:
         missing = [

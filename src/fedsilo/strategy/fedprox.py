@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fedsilo.arrays import ArrayDict
-from fedsilo.messages import Config
 from fedsilo.strategy.base import Sampling, StrategyState
 from fedsilo.strategy.fedavg import WeightedMeanAggregation
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import StrategyExtras
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,8 @@ class FedProx:
     def initial_state(self, parameters: ArrayDict) -> StrategyState:
         return StrategyState()
 
-    def fit_config(self, round: int, state: StrategyState) -> Config:
-        return {"proximal_mu": self.mu}
+    def fit_extras(self, round: int, state: StrategyState) -> StrategyExtras:
+        return StrategyExtras(proximal_mu=self.mu)
 
     def begin(self, round: int, global_parameters: ArrayDict, state: StrategyState) -> WeightedMeanAggregation:
         return WeightedMeanAggregation(global_parameters, state)

@@ -23,9 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.errors import RoundFailed
-from fedsilo.messages import Config, FitRes
 from fedsilo.strategy.aggregate import (
     coordinate_median,
     krum_min_updates,
@@ -33,6 +31,9 @@ from fedsilo.strategy.aggregate import (
     trimmed_mean,
 )
 from fedsilo.strategy.base import Sampling, StrategyState
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.instructions import StrategyExtras
+from fedsilo.wire.messages import FitRes
 
 RobustName = Literal["median", "trimmed_mean", "krum", "multi_krum"]
 ROBUST_NAMES: tuple[RobustName, ...] = ("median", "trimmed_mean", "krum", "multi_krum")
@@ -76,8 +77,8 @@ class Robust:
     def initial_state(self, parameters: ArrayDict) -> StrategyState:
         return StrategyState()
 
-    def fit_config(self, round: int, state: StrategyState) -> Config:
-        return {}
+    def fit_extras(self, round: int, state: StrategyState) -> StrategyExtras:
+        return StrategyExtras()
 
     def begin(self, round: int, global_parameters: ArrayDict, state: StrategyState) -> RobustAggregation:
         return RobustAggregation(self, round, state)

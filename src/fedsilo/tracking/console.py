@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from fedsilo.messages import EvaluateRes, Failure, FitRes
+from fedsilo.wire.messages import EvaluateRes, Failure, FitRes
 
 NAMED_SILOS = 10  # a round's silos named on its first line; 100 sampled silos are counted, not listed
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsilo.errors import ConfigError
-from fedsilo.messages import EvaluateRes, Failure, FitRes
+from fedsilo.wire.messages import EvaluateRes, Failure, FitRes
 
 STATE = "mlflow.json"
 ARTIFACTS = ("model.safetensors", "summary.json", "report.html", "config.json")

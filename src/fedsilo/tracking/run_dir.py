@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from fedsilo.arrays import ArrayDict, save_file
 from fedsilo.errors import RunDirError
-from fedsilo.messages import EvaluateRes, Failure, FitRes
+from fedsilo.wire.arrays import ArrayDict, save_file
+from fedsilo.wire.messages import EvaluateRes, Failure, FitRes
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"

@@ -1,11 +1,20 @@
-"""Direct calls to silo endpoints in this process: the simplest transport, used for tests and debugging."""
+"""Direct calls to silo endpoints in this process: the simplest transport, used for tests and debugging.
+
+Silos answer one after another. A call cannot be interrupted, so a reply that comes after the
+deadline is replaced by a ``timeout`` failure (and silos not yet started by then are not started):
+the same replies and failure kinds as every other transport gives.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
-from fedsilo.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 from fedsilo.transport.base import SiloEndpoint
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
+
+R = TypeVar("R")
 
 
 class InProcessTransport:
@@ -18,25 +27,37 @@ class InProcessTransport:
         return list(self._sampleable)
 
     def fit(self, silos: Sequence[str], ins: FitIns, timeout: float) -> Iterator[FitRes | Failure]:
-        for name in silos:
-            yield self._agents[name].fit(ins)
+        return _by_deadline(silos, lambda name: self._agents[name].fit(ins), timeout, "round")
 
     def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
-        for name in silos:
-            yield self._agents[name].evaluate(ins)
+        return _by_deadline(silos, lambda name: self._agents[name].evaluate(ins), timeout, "round")
 
     def exchange(
         self, step: str, messages: Mapping[str, bytes], timeout: float, max_reply_bytes: int
     ) -> Iterator[ExchangeRes | Failure]:
-        for name, payload in messages.items():
-            reply = self._agents[name].exchange(step, payload)
+        def answer(name: str) -> ExchangeRes | Failure:
+            reply = self._agents[name].exchange(step, messages[name])
             if isinstance(reply, Failure):
-                yield reply
-            elif len(reply) > max_reply_bytes:
-                yield Failure(name, f"{step} reply of {len(reply)} bytes is over {max_reply_bytes}", "rejected")
-            else:
-                yield ExchangeRes(name, step, reply)
+                return reply
+            if len(reply) > max_reply_bytes:
+                return Failure(name, f"{step} reply of {len(reply)} bytes is over {max_reply_bytes}", "rejected")
+            return ExchangeRes(name, step, reply)
+
+        return _by_deadline(list(messages), answer, timeout, "step")
 
     def close(self) -> None:
         self._agents.clear()
         self._sampleable.clear()
+
+
+def _by_deadline(silos: Sequence[str], call: Callable[[str], R], timeout: float, what: str) -> Iterator[R | Failure]:
+    deadline = time.monotonic() + timeout
+    for name in silos:
+        if time.monotonic() >= deadline:
+            yield Failure(name, f"not started before the {what} deadline of {timeout:.0f}s", "timeout")
+            continue
+        reply = call(name)
+        if time.monotonic() > deadline:
+            yield Failure(name, f"no reply within the {what} deadline of {timeout:.0f}s", "timeout")
+        else:
+            yield reply

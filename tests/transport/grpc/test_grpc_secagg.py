@@ -18,16 +18,15 @@ import grpc
 import numpy as np
 import pytest
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.client.numpy import NumpyClient
 from fedsilo.experiment.provision import load_kit
-from fedsilo.messages import ExchangeRes, Failure, FitIns, FitRes
 from fedsilo.privacy.secagg import FixedPoint, encode, layout_of
 from fedsilo.privacy.secagg.messages import MaskedInput
 from fedsilo.privacy.secagg.wire import from_bytes
 from fedsilo.runtime.deploy import tls_of
-from fedsilo.server.loop import LoopSettings, ServerLoop
+from fedsilo.server.loop import ServerLoop
 from fedsilo.server.secure_aggregation import SecAggSettings
+from fedsilo.server.settings import LoopSettings
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.strategy.base import Sampling
 from fedsilo.strategy.fedavg import FedAvg
@@ -35,7 +34,9 @@ from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
 from fedsilo.transport.grpc.server import GrpcServerTransport, wait_until
 from fedsilo.transport.grpc.silo import SiloRunner, SiloSettings
-from fedsilo.transport.grpc.wire import CHANNEL_OPTIONS, CREDENTIAL_KEY, SILO_KEY, channel_credentials
+from fedsilo.transport.grpc.wire import CHANNEL_OPTIONS, CREDENTIAL_KEY, PROTOCOL, SILO_KEY, channel_credentials
+from fedsilo.wire.arrays import ArrayDict
+from fedsilo.wire.messages import ExchangeRes, Failure, FitIns, FitRes
 
 MODELS = {"a": (12, [1.0, -2.0]), "b": (24, [0.5, 4.0]), "c": (36, [-3.0, 1.5])}  # examples, trained model
 
@@ -105,7 +106,7 @@ def test_a_secure_round_over_grpc_gives_fedavg_and_the_server_never_sees_an_upda
     transport = Recording(server)
     strategy = FedAvg(Sampling(min_fit_clients=3, min_available_clients=3, fraction_evaluate=0.0))
     settings = LoopSettings(1, round_timeout=30, secure_aggregation=SecAggSettings(step_timeout_s=20))
-    params, _ = ServerLoop(transport, strategy, settings).run(initial(), strategy.initial_state(initial()))
+    params = ServerLoop(transport, strategy, settings).run(initial(), strategy.initial_state(initial())).parameters
 
     total = sum(n for n, _ in MODELS.values())
     expected = sum(n * np.array(m) for n, m in MODELS.values()) / total
@@ -136,7 +137,7 @@ class HandSilo:
         self.stub = pb_grpc.OrchestratorStub(self.channel)
         self.md = [(CREDENTIAL_KEY, kit.credential), (SILO_KEY, name)]
         self.tasks: list[pb.Task] = []
-        self.session = self.stub.Session(pb.Hello(protocol=1), metadata=self.md)
+        self.session = self.stub.Session(pb.Hello(protocol=PROTOCOL), metadata=self.md)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:

@@ -12,13 +12,14 @@ import pytest
 from fedsilo.errors import ConnectionFailed
 from fedsilo.experiment.config import load_config
 from fedsilo.experiment.provision import load_kit, provision
-from fedsilo.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
 from fedsilo.runtime.deploy import tls_of
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
 from fedsilo.transport.grpc.server import GrpcServerTransport, wait_until
 from fedsilo.transport.grpc.silo import SiloRunner, SiloSettings
 from fedsilo.transport.grpc.wire import CHANNEL_OPTIONS, CREDENTIAL_KEY, SILO_KEY, Tls, channel_credentials
+from fedsilo.wire.instructions import FitInstructions, TrainSettings
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
 
 PARAMS = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2, dtype=np.float32)}
 
@@ -59,7 +60,9 @@ def start_silo(endpoint: object, s: SiloSettings) -> tuple[threading.Thread, lis
 def test_silos_with_the_experiments_certificates_train_and_are_weighted(kits: Path, server) -> None:
     threads = [start_silo(AddOne(n, k), settings(kits, n, server.port)) for n, k in (("a", 1), ("b", 3))]
     assert wait_until(lambda: server.available() == ["a", "b"], 10)
-    replies = {r.silo: r for r in server.fit(["a", "b"], FitIns(1, PARAMS, {"lr": 0.1}), timeout=10)}
+    replies = {
+        r.silo: r for r in server.fit(["a", "b"], FitIns(1, PARAMS, FitInstructions(TrainSettings(lr=0.1))), timeout=10)
+    }
     assert sorted(replies) == ["a", "b"]
     for name, n in (("a", 1), ("b", 3)):
         reply = replies[name]

@@ -12,14 +12,22 @@ import grpc
 import numpy as np
 import pytest
 
-from fedsilo.arrays import from_bytes, to_bytes
 from fedsilo.experiment.provision import load_kit
-from fedsilo.messages import FitIns, FitRes
 from fedsilo.runtime.deploy import tls_of
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
 from fedsilo.transport.grpc.server import GrpcServerTransport, wait_until
-from fedsilo.transport.grpc.wire import CHANNEL_OPTIONS, CHUNK_BYTES, CREDENTIAL_KEY, SILO_KEY, channel_credentials
+from fedsilo.transport.grpc.wire import (
+    CHANNEL_OPTIONS,
+    CHUNK_BYTES,
+    CREDENTIAL_KEY,
+    PROTOCOL,
+    SILO_KEY,
+    channel_credentials,
+)
+from fedsilo.wire.arrays import from_bytes, to_bytes
+from fedsilo.wire.instructions import FitInstructions, TrainSettings
+from fedsilo.wire.messages import FitIns, FitRes
 
 
 class Silo:
@@ -33,7 +41,7 @@ class Silo:
         self.stub = pb_grpc.OrchestratorStub(self.channel)
         self.md = [(CREDENTIAL_KEY, kit.credential), (SILO_KEY, name)]
         self.tasks: list[pb.Task] = []
-        self.session = self.stub.Session(pb.Hello(protocol=1), metadata=self.md)
+        self.session = self.stub.Session(pb.Hello(protocol=PROTOCOL), metadata=self.md)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -57,7 +65,10 @@ def _big_params() -> dict[str, np.ndarray]:
 def _fit_in_background(server: GrpcServerTransport, silos: list[str], params, timeout: float) -> list:
     replies: list = []
     thread = threading.Thread(
-        target=lambda: replies.extend(server.fit(silos, FitIns(1, params, {}), timeout=timeout)), daemon=True
+        target=lambda: replies.extend(
+            server.fit(silos, FitIns(1, params, FitInstructions(TrainSettings())), timeout=timeout)
+        ),
+        daemon=True,
     )
     thread.start()
     replies.append(thread)

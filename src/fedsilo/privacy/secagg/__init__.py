@@ -50,7 +50,7 @@ from fedsilo.privacy.secagg.messages import (
     SharesForSilo,
     UnmaskRequest,
     UnmaskShares,
-    wire_bytes,
+    payload_bytes,
 )
 from fedsilo.privacy.secagg.server import ServerState, new_round
 from fedsilo.privacy.secagg.silo import SiloState
@@ -75,6 +75,6 @@ __all__ = [
     "encode",
     "layout_of",
     "new_round",
+    "payload_bytes",
     "simulate_round",
-    "wire_bytes",
 ]

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict, ArraySpec
 from fedsilo.errors import SecAggError
+from fedsilo.wire.arrays import ArrayDict, ArraySpec
 
 RING_BITS = 64
 

@@ -2,7 +2,7 @@
 
 Nothing here is pickled: ``wire.py`` turns a message into safetensors bytes, the one array
 (:class:`MaskedInput.vector`) as a tensor and the ints and bytes as JSON in the header (bytes as
-base64). :func:`wire_bytes` counts a message's payload without serializing it.
+base64). :func:`payload_bytes` counts a message's payload without serializing it.
 Silos are numbered 1..n: the numbers double as Shamir x-coordinates.
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.privacy.secagg.encoding import FixedPoint, Layout
+from fedsilo.wire.arrays import ArrayDict
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +102,7 @@ class SecAggResult:
     bad_shares: tuple[tuple[int, int], ...] = ()  # (revealer, dealer): revealed shares that failed their digest
 
 
-def wire_bytes(message: object) -> int:
+def payload_bytes(message: object) -> int:
     """Bytes a message takes on the wire: payload bytes, 8 per int, array data (JSON framing not counted)."""
     return _size(message)
 

@@ -16,7 +16,7 @@ from typing import TypeVar
 import numpy as np
 
 from fedsilo.privacy.secagg import server, silo
-from fedsilo.privacy.secagg.messages import AdvertiseKeys, SecAggConfig, SecAggResult, wire_bytes
+from fedsilo.privacy.secagg.messages import AdvertiseKeys, SecAggConfig, SecAggResult, payload_bytes
 from fedsilo.privacy.secagg.wire import from_bytes, to_bytes
 
 M = TypeVar("M")
@@ -41,7 +41,7 @@ def simulate_round(
     """Run every step for every silo; ``drop[u] = step`` makes silo ``u`` vanish before ``step``.
 
     With ``wire=True`` every message is serialized and parsed again (``wire.py``) on its way, and the
-    byte counts are the real serialized sizes; otherwise they are payload sizes (:func:`wire_bytes`).
+    byte counts are the real serialized sizes; otherwise they are payload sizes (:func:`payload_bytes`).
     """
     drop = dict(drop or {})
     bad = {u: s for u, s in drop.items() if s not in STEPS}
@@ -58,7 +58,7 @@ def simulate_round(
 
     def ship(message: M, counter: dict[int, int], u: int) -> M:
         if not wire:
-            counter[u] += wire_bytes(message)
+            counter[u] += payload_bytes(message)
             return message
         data = to_bytes(message)
         counter[u] += len(data)

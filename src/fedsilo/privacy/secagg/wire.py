@@ -17,9 +17,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from fedsilo.arrays import ArraySpec
-from fedsilo.arrays import from_bytes as arrays_from_bytes
-from fedsilo.arrays import to_bytes as arrays_to_bytes
 from fedsilo.errors import SecAggError
 from fedsilo.privacy.secagg.encoding import FixedPoint
 from fedsilo.privacy.secagg.messages import (
@@ -32,6 +29,9 @@ from fedsilo.privacy.secagg.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
+from fedsilo.wire.arrays import ArraySpec
+from fedsilo.wire.arrays import from_bytes as arrays_from_bytes
+from fedsilo.wire.arrays import to_bytes as arrays_to_bytes
 
 META_KEY = "fedsilo.secagg"
 MAX_HEADER_BYTES = 256 * 1024**2  # far above any message of 100 silos; refuses absurd headers outright

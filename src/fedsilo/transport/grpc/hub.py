@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fedsilo.messages import EvaluateRes, ExchangeRes, Failure, FitRes
+from fedsilo.wire.messages import EvaluateRes, ExchangeRes, Failure, FitRes
 
 Reply = FitRes | EvaluateRes | ExchangeRes | Failure
 Notify = Callable[[str], None]

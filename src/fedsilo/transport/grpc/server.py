@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import queue
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,14 +17,14 @@ from typing import Any
 
 import grpc
 
-from fedsilo.arrays import ArrayDict, to_bytes
 from fedsilo.errors import ConnectionFailed
-from fedsilo.messages import Config, EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
 from fedsilo.transport.grpc.hub import Hub, Notify, Reply, Task
 from fedsilo.transport.grpc.servicer import CheckCredential, Servicer
 from fedsilo.transport.grpc.wire import SERVER_OPTIONS, Tls, server_credentials
+from fedsilo.wire.arrays import ArrayDict, to_bytes
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 
 UPLOAD_ALLOWANCE = 256 * 1024  # an update's header may differ a little from the global model's
 
@@ -71,12 +70,12 @@ class GrpcServerTransport:
         return self.hub.connected()
 
     def fit(self, silos: Sequence[str], ins: FitIns, timeout: float) -> Iterator[FitRes | Failure]:
-        for reply in self._round("fit", silos, ins.round, ins.parameters, ins.config, timeout):
+        for reply in self._round("fit", silos, ins.round, ins.parameters, ins.instructions.to_json(), timeout):
             assert isinstance(reply, FitRes | Failure)
             yield reply
 
     def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
-        for reply in self._round("evaluate", silos, ins.round, ins.parameters, ins.config, timeout):
+        for reply in self._round("evaluate", silos, ins.round, ins.parameters, ins.instructions.to_json(), timeout):
             assert isinstance(reply, EvaluateRes | Failure)
             yield reply
 
@@ -124,12 +123,11 @@ class GrpcServerTransport:
                 self.hub.drop_model(model_id)
 
     def _round(
-        self, kind: str, silos: Sequence[str], rnd: int, params: ArrayDict, config: Config, timeout: float
+        self, kind: str, silos: Sequence[str], rnd: int, params: ArrayDict, instructions: str, timeout: float
     ) -> Iterator[Reply]:
         data = to_bytes(params)  # serialized once, downloaded by every silo
         model_id = self.hub.add_model(data)
         digest = hashlib.sha256(data).hexdigest()
-        config_json = json.dumps(dict(config))
 
         def event(task: Task) -> Any:
             return pb.Event(
@@ -137,7 +135,7 @@ class GrpcServerTransport:
                     task_id=task.id,
                     kind=kind,
                     round=rnd,
-                    config_json=config_json,
+                    config_json=instructions,
                     model_id=model_id,
                     model_bytes=len(data),
                     model_sha256=digest,

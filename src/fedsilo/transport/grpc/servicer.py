@@ -20,12 +20,12 @@ from typing import NoReturn
 
 import grpc
 
-from fedsilo.arrays import views_of
-from fedsilo.messages import EvaluateRes, ExchangeRes, Failure, FitRes, clean_metrics
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
 from fedsilo.transport.grpc.hub import Hub, Reply, Task
 from fedsilo.transport.grpc.wire import CHUNK_BYTES, CREDENTIAL_KEY, MAX_JSON_BYTES, PROTOCOL, SILO_KEY
+from fedsilo.wire.arrays import views_of
+from fedsilo.wire.messages import EvaluateRes, ExchangeRes, Failure, FitRes, clean_metrics
 
 CheckCredential = Callable[[str, str], bool]  # (silo, credential) -> accepted
 TRANSFERS_PER_SILO = 2  # concurrent downloads + uploads one silo may hold open (each holds a server thread)

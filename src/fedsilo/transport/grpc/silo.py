@@ -20,9 +20,7 @@ from typing import Any
 
 import grpc
 
-from fedsilo.arrays import to_bytes, views_of
-from fedsilo.errors import ConnectionFailed
-from fedsilo.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.errors import ConnectionFailed, ProtocolError
 from fedsilo.transport.base import SiloEndpoint
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
@@ -35,6 +33,9 @@ from fedsilo.transport.grpc.wire import (
     channel_credentials,
     chunks,
 )
+from fedsilo.wire.arrays import ArrayDict, to_bytes, views_of
+from fedsilo.wire.instructions import EvaluateInstructions, FitInstructions
+from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 
 Log = Callable[[str], None]
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION)
@@ -175,11 +176,7 @@ class SiloRunner:
             return
         try:
             params = views_of(self._download(task))
-            config = json.loads(task.config_json)
-            if task.kind == "fit":
-                reply: Any = self.endpoint.fit(FitIns(task.round, params, config))
-            else:
-                reply = self.endpoint.evaluate(EvaluateIns(task.round, params, config))
+            reply = self._answer(task, params)
             del params
             self.log(_summary(task, reply))
             if isinstance(reply, FitRes):
@@ -200,6 +197,17 @@ class SiloRunner:
             self.log(f"round {task.round}: {task.kind} failed on this silo ({reason})")
             with contextlib.suppress(TaskGone):
                 self._submit(pb.Result(task_id=task.task_id, failure=reason))
+
+    def _answer(self, task: pb.Task, params: ArrayDict) -> FitRes | EvaluateRes | Failure:
+        """The endpoint's reply, after parsing the server's instructions strictly (a typo is a failure)."""
+        try:
+            if task.kind == "fit":
+                return self.endpoint.fit(FitIns(task.round, params, FitInstructions.from_json(task.config_json)))
+            return self.endpoint.evaluate(
+                EvaluateIns(task.round, params, EvaluateInstructions.from_json(task.config_json))
+            )
+        except ProtocolError as exc:
+            return Failure(self.settings.name, exc.one_line())
 
     def _handle_step(self, task: pb.Task) -> None:
         """A secure-aggregation step: download the server's message, answer it, upload the answer."""

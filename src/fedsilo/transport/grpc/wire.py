@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: typed, strictly parsed instructions (config_json)
 CHUNK_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = CHUNK_BYTES + 64 * 1024  # one chunk plus framing; larger messages are refused by gRPC
 MAX_JSON_BYTES = 64 * 1024  # a config or metrics JSON larger than this is refused

@@ -7,18 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from fedsilo.arrays import from_bytes, spec_of, to_bytes
-from fedsilo.compression import (
-    Codec,
-    decode,
-    encode,
-    encode_float16,
-    encode_q8,
-    encode_topk,
-    quantize_q8,
-    wire_bytes,
-)
 from fedsilo.errors import ConfigError, UpdateRejected
+from fedsilo.wire.arrays import from_bytes, spec_of, to_bytes, wire_size
+from fedsilo.wire.codecs import Codec, decode, encode
+from fedsilo.wire.lossy import encode_float16, encode_q8, encode_topk, quantize_q8
 
 
 def small() -> dict[str, np.ndarray]:
@@ -115,12 +107,12 @@ def test_q8_same_seed_same_codes() -> None:
 def test_q8_is_at_most_026_of_float32_bytes_for_a_100k_model() -> None:
     rng = np.random.default_rng(3)
     model = model_100k(rng)
-    float32 = wire_bytes(model)
+    float32 = wire_size(spec_of(model))
     ratios = {}
     for codec in (Codec("float16"), Codec("q8"), Codec("topk", 0.01), Codec("topk", 0.1)):
         encoded, _ = encode(model, codec, rng)
         ratios[f"{codec.name}{'' if codec.name != 'topk' else f'@{codec.topk_fraction}'}"] = (
-            wire_bytes(encoded) / float32
+            wire_size(spec_of(encoded)) / float32
         )
     print(f"\nwire bytes vs float32 ({float32} bytes, 101,770 parameters): {ratios}")
     assert ratios["q8"] <= 0.26

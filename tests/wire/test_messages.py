@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fedsilo.arrays import ArraySpec
 from fedsilo.errors import UpdateRejected
-from fedsilo.messages import (
+from fedsilo.wire.arrays import ArraySpec
+from fedsilo.wire.messages import (
     DEFAULT_MAX_UPDATE_BYTES,
     EvaluateIns,
     EvaluateRes,

@@ -1,4 +1,4 @@
-"""client/local_dp.py: Opacus DP-SGD clips every sample's gradient, adds noise, and the silo's epsilon grows."""
+"""client/torch/local_dp.py: Opacus DP-SGD clips every sample's gradient, adds noise, and the silo's epsilon grows."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("opacus")
 from torch import nn  # noqa: E402
 
-from fedsilo.client.base import TrainSettings  # noqa: E402
-from fedsilo.client.local_dp import LocalDP, LocalDPClient, train_epochs_private  # noqa: E402
-from fedsilo.client.torch import get_parameters, set_parameters  # noqa: E402
-from fedsilo.errors import ConfigError, TaskError  # noqa: E402
+from fedsilo.client.torch import TorchClient, get_parameters, set_parameters  # noqa: E402
+from fedsilo.client.torch.local_dp import train_epochs_private  # noqa: E402
+from fedsilo.errors import ConfigError, ParameterError, TaskError  # noqa: E402
 from fedsilo.privacy.accounting import PrivacyAccountant, PrivacyEvent  # noqa: E402
+from fedsilo.wire.instructions import EvaluateInstructions, LocalDP, TrainSettings  # noqa: E402
 
 
 def data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +61,7 @@ def test_step_is_the_mean_of_per_sample_clipped_gradients(max_norm: float) -> No
 
 def test_a_summed_loss_steps_by_the_sum_of_clipped_gradients() -> None:
     check_step(0.05, nn.CrossEntropyLoss(reduction="sum"), 6.0)
-    with pytest.raises(ConfigError, match="reduction 'mean' or 'sum', got 'none'"):
+    with pytest.raises(TaskError, match="reduction 'mean' or 'sum', got 'none'"):
         check_step(0.05, nn.CrossEntropyLoss(reduction="none"), 6.0)
 
 
@@ -130,17 +130,18 @@ def test_training_is_reproducible_and_leaves_the_model_clean() -> None:
     assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
-def test_client_reports_the_silos_own_epsilon_across_rounds() -> None:
+def test_the_torch_client_trains_privately_and_the_accountant_carries_over() -> None:
     train, test = data(32, 6), data(10, 7)
-    client = LocalDPClient(linear(), lambda: train, lambda: test, LocalDP(1.1, 1.0), device="cpu")
+    client = TorchClient(linear(), lambda: train, lambda: test, device="cpu")
     params = client.get_parameters()
-    config = {"epochs": 1, "batch_size": 8, "lr": 0.1, "seed": 1}
-    new_params, examples, metrics_1 = client.fit(params, config)
-    _, _, metrics_2 = client.fit(new_params, config)
-    assert examples == 32
-    assert 0 < metrics_1["epsilon"] < metrics_2["epsilon"]
-    assert client.accountant.steps == 8
-    loss, n, _ = client.evaluate(new_params, {})
+    settings, dp = TrainSettings(epochs=1, batch_size=8, lr=0.1, seed=1), LocalDP(1.1, 1.0)
+    first = client.fit_private(params, settings, dp, PrivacyAccountant())
+    second = client.fit_private(first.parameters, settings, dp, first.accountant)
+    assert first.num_examples == 32
+    assert 0 < first.metrics["epsilon"] < second.metrics["epsilon"]
+    assert second.accountant.steps == 8
+    new_params = first.parameters
+    loss, n, _ = client.evaluate(new_params, EvaluateInstructions())
     assert n == 10 and math.isfinite(loss)
     set_parameters(client.model, params)  # the plain model still takes parameters by name
 
@@ -155,6 +156,6 @@ def test_batchnorm_and_fedprox_are_refused_with_a_fix() -> None:
         train_epochs_private(
             linear(), data(8, 0), nn.CrossEntropyLoss(), TrainSettings(proximal_mu=0.1), LocalDP(1.0, 1.0)
         )
-    with pytest.raises(ConfigError) as e2:
+    with pytest.raises(ParameterError) as e2:
         LocalDP(noise_multiplier=-1.0, max_grad_norm=0.0, delta=2.0)
     assert all(w in e2.value.message for w in ("noise_multiplier", "max_grad_norm", "delta"))

@@ -1,8 +1,9 @@
 """What crosses between server and silos: frozen, slotted dataclasses, checked on receipt.
 
-Configs and metrics are flat JSON-able mappings (str -> bool/int/float/str); parameters are an
-``ArrayDict``. ``check_update`` is the one place a received update is validated; it reports every
-problem at once so that a silo operator can fix them in one go.
+Instructions are typed (:mod:`fedsilo.wire.instructions`); metrics are flat mappings of name to
+float; parameters are an ``ArrayDict``. ``check_update`` is the one place a received update is
+validated; it reports every problem at once so that a silo operator can fix them in one go.
+A :class:`Failure` has one of four kinds, the same in every transport (:data:`FAILURE_KINDS`).
 """
 
 from __future__ import annotations
@@ -10,15 +11,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict, ArraySpec
-from fedsilo.errors import UpdateRejected
+from fedsilo.errors import ParameterError, UpdateRejected
+from fedsilo.wire.arrays import ArrayDict, ArraySpec
+from fedsilo.wire.instructions import EvaluateInstructions, FitInstructions
 
-Scalar = bool | int | float | str
-Config = Mapping[str, Scalar]
 Metrics = Mapping[str, float]
+#: Why a silo gave no usable reply. ``error``: it answered that it failed (its code raised);
+#: ``timeout``: no reply by the deadline; ``rejected``: the server refused what it sent (a bad
+#: update, a reply over its size limit, a malformed message); ``disconnected``: it (or the
+#: process serving it) went away.
+FailureKind = Literal["error", "timeout", "rejected", "disconnected"]
+FAILURE_KINDS: tuple[FailureKind, ...] = get_args(FailureKind)
 
 #: A received update larger than this is refused outright (2 GiB; far above any spec'd model).
 DEFAULT_MAX_UPDATE_BYTES = 2 * 1024**3
@@ -30,7 +37,7 @@ class FitIns:
 
     round: int
     parameters: ArrayDict
-    config: Config = field(default_factory=dict)
+    instructions: FitInstructions = field(default_factory=FitInstructions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +52,11 @@ class FitRes:
 
 @dataclass(frozen=True, slots=True)
 class EvaluateIns:
+    """Evaluate ``parameters`` on your test data."""
+
     round: int
     parameters: ArrayDict
-    config: Config = field(default_factory=dict)
+    instructions: EvaluateInstructions = field(default_factory=EvaluateInstructions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +86,11 @@ class Failure:
 
     silo: str
     reason: str
-    kind: str = "error"  # error | timeout | rejected | disconnected
+    kind: FailureKind = "error"
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAILURE_KINDS:
+            raise ParameterError(f"failure kind {self.kind!r} is not one of {', '.join(FAILURE_KINDS)}")
 
 
 def update_problems(

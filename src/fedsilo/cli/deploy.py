@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fedsilo.cli_io import err, guarded, out, print_summary
+from fedsilo.cli.io import err, guarded, out, print_summary
 from fedsilo.errors import ConfigError
 
 deploy_app = typer.Typer()
@@ -76,11 +76,11 @@ def server(
 ) -> None:
     """Run the orchestrator: wait for the silos, run the rounds, write the run folder."""
     from fedsilo.experiment.config import load_config
-    from fedsilo.runtime.deploy import INSECURE_WARNING, server_transport
-    from fedsilo.runtime.runner import load_run_config, run_experiment
+    from fedsilo.experiment.plan import build_plan
+    from fedsilo.runtime.deploy import INSECURE_WARNING, DeploymentRuntime
+    from fedsilo.runtime.run import load_run_config, run
     from fedsilo.tracking.console import ConsoleProgress
-    from fedsilo.tracking.run_dir import RunDir
-    from fedsilo.transport.base import Transport
+    from fedsilo.transport.grpc.server import GrpcServerTransport
 
     def go() -> None:
         if resume is not None:
@@ -97,26 +97,18 @@ def server(
         def notify(message: str) -> None:
             err.print(f"[cyan]{escape(message)}[/cyan]")
 
-        def factory(_run: RunDir) -> Transport:
-            transport = server_transport(config, kit, insecure, listen, notify)
+        def serving(transport: GrpcServerTransport) -> None:
             where = listen or "the kit's address"
             err.print(
                 f"serving experiment '{escape(config.name)}' on {escape(where)} (port {transport.port}); "
                 f"waiting up to {config.server.wait_timeout_s:.0f}s for "
                 f"{config.strategy.min_available_clients} silo(s)"
             )
-            return transport
 
+        runtime = DeploymentRuntime(config, kit, insecure, listen, notify, on_listen=serving)
+        plan = build_plan(config, silo_data=False)
         progress = ConsoleProgress(config.rounds, err, verbose=not quiet)
-        result = run_experiment(
-            config,
-            text,
-            observers=[progress],
-            resume=resume,
-            transport_factory=factory,
-            local_silos=False,
-        )
-        print_summary(result.summary)
+        print_summary(run(plan, runtime, [progress], text, resume).summary)
 
     guarded(go)
 
@@ -135,6 +127,9 @@ def silo(
     stall_timeout: Annotated[
         float, typer.Option(help="Give a transfer up after this many seconds without progress.")
     ] = 60.0,
+    state: Annotated[
+        Path | None, typer.Option(help="Folder for what the silo keeps between rounds (default: KIT/state).")
+    ] = None,
     insecure: Insecure = False,
 ) -> None:
     """Serve one silo: connect out to the server and train on this silo's data when asked."""
@@ -145,7 +140,7 @@ def silo(
         die_with_parent()
         if insecure:
             err.print(f"[bold red]{INSECURE_WARNING}[/bold red]")
-        options = SiloOptions(kit, data, task, server, device, insecure, connect_timeout, stall_timeout, threads)
+        options = SiloOptions(kit, data, task, server, device, insecure, connect_timeout, stall_timeout, threads, state)
         reason = run_silo(options, log=lambda m: err.print(escape(m)))
         err.print(f"server closed the run: {escape(reason)}")
 

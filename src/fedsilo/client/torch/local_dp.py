@@ -16,13 +16,13 @@ use GroupNorm or LayerNorm. FedProx's proximal term is refused too, because Opac
 gradient from per-sample gradients and would silently drop it. Noise comes from a seeded torch
 generator (reproducible runs); Opacus's cryptographically secure mode is not used.
 
-torch and opacus are imported only here (and torch in ``client/torch.py``).
+opacus is imported only here; the PyTorch client imports this module only when a run asks for local DP.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -33,42 +33,15 @@ from opacus import PrivacyEngine
 from opacus.validators import ModuleValidator
 from torch import nn
 
-from fedsilo.arrays import ArrayDict
-from fedsilo.client.base import TrainSettings
-from fedsilo.client.torch import TorchClient, get_parameters, make_optimizer, set_parameters
+from fedsilo.client.torch.train import make_optimizer
 from fedsilo.errors import ConfigError, TaskError
-from fedsilo.messages import Config
 from fedsilo.privacy.accounting import PrivacyAccountant, PrivacyEvent
+from fedsilo.wire.instructions import LocalDP, TrainSettings
 
 # Opacus warns on every engine made without its secure RNG, and torch on every backward through
 # Opacus's full backward hooks when the inputs need no gradient (always, for data). Both are
 # expected here and would flood the output (and fail tests that treat warnings as errors).
 _EXPECTED_WARNINGS = ("Secure RNG turned off", "Full backward hook is firing")
-
-
-@dataclass(frozen=True, slots=True)
-class LocalDP:
-    """DP-SGD settings of one silo.
-
-    ``poisson_sampling=False`` keeps fixed-size shuffled batches; the accountant then still assumes
-    Poisson sampling at rate batch / records, an approximation (exact guarantees need True).
-    """
-
-    noise_multiplier: float
-    max_grad_norm: float
-    delta: float = 1e-5
-    poisson_sampling: bool = True
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.noise_multiplier >= 0:
-            problems.append(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
-        if not self.max_grad_norm > 0:
-            problems.append(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
-        if not 0 < self.delta < 1:
-            problems.append(f"delta must be in (0, 1), got {self.delta}")
-        if problems:
-            raise ConfigError("invalid local DP settings: " + "; ".join(problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +99,18 @@ def train_epochs_private(
 ) -> LocalDPResult:
     """``s.epochs`` epochs of DP-SGD on ``model`` in place; returns metrics and the updated accountant."""
     if s.proximal_mu > 0:
-        raise ConfigError("local DP-SGD cannot add FedProx's proximal term", "set proximal_mu to 0 or drop local DP")
+        raise ConfigError(
+            "local DP-SGD cannot add FedProx's proximal term (Opacus rebuilds the gradient per sample)",
+            "use another strategy than fedprox with privacy.local_dp, or remove privacy.local_dp",
+        )
     model.train()  # Opacus refuses a model in eval mode, which the last evaluation leaves it in
     check_model(model)
     reduction = getattr(loss_fn, "reduction", "mean")
     if reduction not in ("mean", "sum"):
-        raise ConfigError(f"local DP-SGD needs a loss with reduction 'mean' or 'sum', got '{reduction}'")
+        raise TaskError(
+            f"local DP-SGD needs a loss with reduction 'mean' or 'sum', got '{reduction}'",
+            "return e.g. nn.CrossEntropyLoss() from the task's loss()",
+        )
     dataset = as_dataset(data)
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError("the silo has no training samples")
@@ -187,50 +166,3 @@ def _run(
                 total += float(loss.detach()) * len(yb)
                 count += len(yb)
     return total / max(count, 1)
-
-
-class LocalDPClient(TorchClient):
-    """The PyTorch client with DP-SGD in every fit; it keeps its accountant across rounds.
-
-    ``fit`` reports the silo's own ``epsilon`` (at ``dp.delta``, over all rounds so far) in its
-    metrics; ``accountant`` is plain state a checkpoint of the silo can save and restore.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        train_data: Callable[[], Any],
-        test_data: Callable[[], Any],
-        dp: LocalDP,
-        loss: nn.Module | None = None,
-        device: str = "auto",
-        accountant: PrivacyAccountant | None = None,
-    ) -> None:
-        check_model(model)
-        super().__init__(model, train_data, test_data, loss, device)
-        self.dp = dp
-        self.accountant = accountant if accountant is not None else PrivacyAccountant()
-        self._train_set: Any = None
-
-    @classmethod
-    def over(cls, client: TorchClient, dp: LocalDP, accountant: PrivacyAccountant | None = None) -> LocalDPClient:
-        """DP-SGD over an existing PyTorch client's model, data and loss (what a silo agent switches to)."""
-        return cls(
-            client.model,
-            client._train_data_fn,
-            client._test_data_fn,
-            dp,
-            client.loss_fn,
-            str(client.device),
-            accountant,
-        )
-
-    def fit(self, parameters: ArrayDict, config: Config) -> tuple[ArrayDict, int, dict[str, float]]:
-        if self._train_set is None:
-            self._train_set = as_dataset(self._train_data_fn())
-        set_parameters(self.model, parameters)
-        result = train_epochs_private(
-            self.model, self._train_set, self.loss_fn, TrainSettings.from_config(config), self.dp, self.accountant
-        )
-        self.accountant = result.accountant
-        return get_parameters(self.model), len(self._train_set), result.metrics

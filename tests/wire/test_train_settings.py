@@ -1,17 +1,10 @@
-"""client/base.py: training settings read from a fit's config, and the per-round learning rate."""
+"""The training settings a client gets, and the per-round learning rate."""
 
 from __future__ import annotations
 
 import pytest
 
-from fedsilo.client.base import TrainSettings
-
-
-def test_from_config_takes_known_keys_and_ignores_the_rest() -> None:
-    s = TrainSettings.from_config({"epochs": 3, "lr": 0.2, "seed": 9, "round": 4, "device": "cpu", "other": "x"})
-    assert (s.epochs, s.lr, s.seed, s.round, s.device) == (3, 0.2, 9, 4, "cpu")
-    assert s.batch_size == 32 and s.optimizer == "sgd"
-    assert TrainSettings.from_config({}) == TrainSettings()
+from fedsilo.wire.instructions import TrainSettings
 
 
 def test_learning_rate_decays_once_per_round() -> None:

@@ -1,5 +1,7 @@
 """Loading and checking the user's task module (the model and how to read a silo's data).
 
+It runs where the data is: in a silo, and on the server for its own test data and initial model.
+
 A task module defines:
 
 - ``model()`` (required): a ``torch.nn.Module`` for PyTorch tasks, a dict of numpy arrays
@@ -39,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.arrays import ArrayDict
 from fedsilo.client.base import Client
 from fedsilo.client.numpy import NumpyClient
 from fedsilo.data.loaders import load_split
 from fedsilo.errors import DataError, TaskError
+from fedsilo.wire.arrays import ArrayDict
 
 TORCH, NUMPY, SKLEARN = "torch", "numpy", "sklearn"
 
@@ -89,12 +91,14 @@ def _pool(parts: Sequence[Any]) -> Any:
 
 
 @dataclass(frozen=True)
-class Task:
+class TaskModule:
+    """The user's task module, imported once: builds the model, reads a silo's data, makes its client."""
+
     path: Path
     module: ModuleType
 
     @classmethod
-    def load(cls, path: Path) -> Task:
+    def load(cls, path: Path) -> TaskModule:
         task = cls(Path(path).resolve(), import_task_module(path))
         if not callable(getattr(task.module, "model", None)):
             raise TaskError(
@@ -170,22 +174,6 @@ class Task:
         """The task's optional function ``name``, or None."""
         fn = getattr(self.module, name, None)
         return fn if callable(fn) else None
-
-    def server_hooks(self, folder: Path, seed: int, device: str = "auto") -> Any:
-        """A ``ServerHooks`` over ``folder``'s test split if the task has server-side hooks, else None."""
-        evaluate, samples = self.hook("server_evaluate"), self.hook("samples")
-        if evaluate is None and samples is None:
-            return None
-        model = self.build_model(seed)
-        if self.framework_of(model) != TORCH:
-            raise TaskError(
-                f"server_evaluate()/samples() in {self.path} need a PyTorch task, "
-                f"but model() returned {type(model).__name__}",
-                "return a torch.nn.Module from model(), or remove those functions",
-            )
-        from fedsilo.client.torch import ServerHooks
-
-        return ServerHooks(model, lambda: self.load_data([folder], "test"), evaluate, samples, seed, device)
 
     def make_client(self, folders: Sequence[Path], seed: int, device: str = "auto", model: Any = None) -> Client:
         """A client over ``folders`` (one silo's folder; several only for the pooled baseline).

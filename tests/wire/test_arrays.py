@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsilo.arrays import (
+from fedsilo.wire.arrays import (
     ArraySpec,
     Layout,
     WeightedSum,
@@ -208,7 +208,7 @@ def test_weighted_sum_errors() -> None:
 
 
 def test_views_of_reads_safetensors_bytes_without_copying() -> None:
-    from fedsilo.arrays import views_of
+    from fedsilo.wire.arrays import views_of
 
     arrays = {"z": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.array([1, -2], np.int64), "s": np.float64(3)}
     arrays["s"] = np.asarray(arrays["s"])
@@ -234,7 +234,7 @@ def test_views_of_reads_safetensors_bytes_without_copying() -> None:
     ],
 )
 def test_views_of_refuses_damaged_bytes(corrupt) -> None:
-    from fedsilo.arrays import views_of
+    from fedsilo.wire.arrays import views_of
 
     data = to_bytes({"w": np.zeros((2, 3), np.float32)})
     with pytest.raises(ValueError):
@@ -242,7 +242,7 @@ def test_views_of_refuses_damaged_bytes(corrupt) -> None:
 
 
 def test_wire_size_equals_the_length_of_the_safetensors_bytes() -> None:
-    from fedsilo.arrays import spec_of, to_bytes, wire_size
+    from fedsilo.wire.arrays import spec_of, to_bytes, wire_size
 
     cases = [
         {"w": np.zeros((3, 4), np.float32), "b": np.zeros(4, np.float32), "w::q8": np.zeros(2)},

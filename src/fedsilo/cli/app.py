@@ -1,7 +1,7 @@
 """The ``fedsilo`` command: running and checking experiments, preparing data.
 
-The deployment commands (provision, server, silo, doctor) are in ``cli_deploy``; errors become
-one line and an exit code through ``cli_io.guarded``.
+The deployment commands (provision, server, silo, doctor) are in ``cli.deploy``; errors become
+one line and an exit code through ``cli.io.guarded``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fedsilo.cli_deploy import deploy_app
-from fedsilo.cli_io import err, out, print_summary
-from fedsilo.cli_io import guarded as _guarded
+from fedsilo.cli.deploy import deploy_app
+from fedsilo.cli.io import err, out, print_summary
+from fedsilo.cli.io import guarded as _guarded
 from fedsilo.errors import ConfigError
 
 app = typer.Typer(
@@ -119,7 +119,9 @@ def run(
 ) -> None:
     """Run an experiment (in simulation by default); writes a run folder with metrics, checkpoints and the model."""
     from fedsilo.experiment.config import load_config
-    from fedsilo.runtime.runner import load_run_config, prepare_data, run_experiment
+    from fedsilo.runtime.launch import RUNTIMES, run_experiment
+    from fedsilo.runtime.prepare import prepare_data
+    from fedsilo.runtime.run import load_run_config
     from fedsilo.tracking.console import ConsoleProgress
 
     def go() -> None:
@@ -140,22 +142,12 @@ def run(
             if report is not None:
                 print_split(report)
         if runtime is not None:
-            if runtime not in ("simulation", "processes", "ray"):
-                raise ConfigError(f"unknown runtime {runtime!r}", "use --runtime simulation, processes or ray")
+            if runtime not in RUNTIMES:
+                raise ConfigError(f"unknown runtime {runtime!r}", f"use --runtime {', '.join(RUNTIMES)}")
             config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"kind": runtime})})
         progress = ConsoleProgress(config.rounds, err, verbose=not quiet)
-        if config.runtime.kind == "processes":
-            from fedsilo.runtime.processes import run_processes
-
-            if baselines:
-                raise ConfigError(
-                    "--baselines needs the simulation runtime: the centralized baseline pools every silo's data",
-                    "run the baselines with `--runtime simulation`",
-                )
-            notify = None if quiet else (lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
-            result = run_processes(config, text, observers=[progress], resume=resume, notify=notify)
-        else:
-            result = run_experiment(config, text, observers=[progress], resume=resume, baselines=baselines)
+        notify = None if quiet else (lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+        result = run_experiment(config, text, [progress], resume, baselines, notify)
         print_summary(result.summary)
 
     _guarded(go)
