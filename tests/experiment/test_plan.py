@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import pytest
 from fedsilo.errors import PlanError
 from fedsilo.experiment.config import load_config
 from fedsilo.experiment.plan import build_plan, make_strategy
+
+TASKS = Path(__file__).resolve().parents[1] / "tasks"
 
 
 def plan_of(path: Path):
@@ -52,7 +55,7 @@ def test_every_problem_is_collected(make_experiment) -> None:
     assert "strategy.min_fit_clients=4 but the experiment has 3 silos" in text
     assert "silo 'a'" in text and "silo 'c'" in text and "silo 'b'" not in text
     assert [s.note for s in plan.silos] == ["unreadable", "", "unreadable"]
-    with pytest.raises(PlanError, match="3 problem") as info:
+    with pytest.raises(PlanError, match="3 problems") as info:
         plan.raise_if_invalid()
     assert info.value.exit_code == 5 and "\n" not in info.value.one_line()
 
@@ -152,3 +155,58 @@ def test_a_bad_file_among_the_first_silos_is_still_found(make_experiment, torch_
     (path.parent / "data" / "s002" / "train.npz").write_bytes(b"garbage")
     (problem,) = plan_of(path).problems
     assert problem.startswith("silo 's002': ")
+
+
+# --- defects of issue 12: combinations that passed `validate` and then failed (or silently changed) the run ---
+
+
+def test_fedprox_with_a_scikit_learn_task_is_refused_not_trained_as_fedavg(cli, make_experiment) -> None:
+    path = make_experiment(task=TASKS / "tiny_sklearn.py", extra={"strategy": {"name": "fedprox", "mu": 0.1}})
+    (problem,) = plan_of(path).problems
+    assert problem.startswith("strategy fedprox (strategy.mu=0.1) adds a proximal term to local training")
+    assert "-> use strategy fedavg" in problem
+    result = cli("validate", path)
+    assert result.exit_code == 5 and "scikit-learn estimator cannot" in result.stderr
+
+
+def test_fedprox_with_local_dp_is_refused_offline_naming_the_yaml_keys(make_experiment, torch_task: Path) -> None:
+    extra = {"strategy": {"name": "fedprox", "mu": 0.2}, "privacy": {"local_dp": {"noise_multiplier": 1.0}}}
+    (problem,) = plan_of(make_experiment(task=torch_task, extra=extra)).problems
+    assert "strategy fedprox (strategy.mu=0.2) cannot be combined with privacy.local_dp" in problem
+    assert "proximal_mu" not in problem  # a key the user cannot set
+
+
+def test_a_missing_extra_is_found_by_validate(make_experiment, torch_task: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "opacus", None)  # as if `pip install fedsilo[dp]` had not been run
+    path = make_experiment(task=torch_task, extra={"privacy": {"local_dp": {"noise_multiplier": 1.0}}})
+    (problem,) = plan_of(path).problems
+    assert problem == (
+        "privacy.local_dp needs opacus, which is not installed on this machine -> pip install 'fedsilo[dp]'"
+    )
+
+
+def test_a_deployed_server_does_not_need_what_only_the_silos_use(
+    make_experiment, torch_task: Path, monkeypatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "opacus", None)
+    config, _ = load_config(
+        make_experiment(task=torch_task, extra={"privacy": {"local_dp": {"noise_multiplier": 1.0}}})
+    )
+    assert build_plan(config, silo_data=False).problems == ()
+
+
+def test_a_missing_folder_outside_the_prepare_output_is_a_problem_not_a_promise(make_experiment) -> None:
+    prepare = {"dataset": "pneumoniamnist", "method": "iid", "out": "data/split"}
+    path = make_experiment(write_data=False, extra={"prepare": prepare})  # silos read data/a, data/b, data/c
+    plan = plan_of(path)
+    assert not any("on first run" in s.note for s in plan.silos)
+    missing = [p for p in plan.problems if "data folder" in p and "does not exist" in p]
+    assert [p.split(":")[0] for p in missing] == ["silo 'a'", "silo 'b'", "silo 'c'", "server.data"], plan.problems
+
+
+def test_a_missing_folder_inside_the_prepare_output_will_be_split_on_the_first_run(make_experiment) -> None:
+    path = make_experiment(
+        write_data=False, server=False, extra={"prepare": {"dataset": "pneumoniamnist", "out": "data"}}
+    )
+    plan = plan_of(path)
+    assert [s.note for s in plan.silos] == ["split from pneumoniamnist.npz on first run"] * 3, plan.problems

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from fedsilo.privacy.accounting import PrivacyAccountant, PrivacyEvent
 from fedsilo.server.checkpoint import latest_checkpoint, load_checkpoint
@@ -135,3 +136,43 @@ def test_privacy_settings_that_cannot_work_are_refused_before_training(cli, make
     topk = make_experiment(folder="topk", extra={"compression": {"codec": "topk", "topk_fraction": 0.6}})
     result = cli("validate", topk)
     assert result.exit_code == 2 and "topk_fraction=0.6" in result.stderr
+
+
+def silo_epsilons(run: Path) -> dict[str, float]:
+    return json.loads((run / "summary.json").read_text())["privacy"]["local"]
+
+
+RESUMED_STATE = {
+    "topk": {"compression": {"codec": "topk", "topk_fraction": 0.3}},
+    "local_dp": {"privacy": {"local_dp": {"noise_multiplier": 1.0, "max_grad_norm": 1.0}}},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RESUMED_STATE))
+@pytest.mark.parametrize("interrupted", [False, True], ids=["after-a-round", "mid-round"])
+def test_resume_continues_the_silos_own_state_exactly(
+    cli, make_experiment, run_folder, torch_task: Path, kind: str, interrupted: bool
+) -> None:
+    """Top-k residuals and local-DP accountants live in the run folder and are read as of the checkpoint.
+
+    ``mid-round``: the run got through round 3 (the silos wrote round 3's state) but its last
+    checkpoint is round 2's, as when a crash comes between the silos' fits and the checkpoint:
+    the resumed round 3 must start from the silos' state after round 2, not after round 3.
+    """
+    extra = RESUMED_STATE[kind]
+    straight = make_experiment(folder="straight", task=torch_task, workers=2, rounds=4, extra=extra)
+    run_ok(cli, straight)
+    full = run_folder(straight.parent / "runs")
+    stopped = make_experiment(folder="stopped", task=torch_task, workers=2, rounds=3 if interrupted else 2, extra=extra)
+    run_ok(cli, stopped)
+    part = run_folder(stopped.parent / "runs")
+    assert any((part / "silo_store").rglob("*.r000002.*"))  # the silos' state is in the run folder
+    if interrupted:
+        (part / "checkpoints" / "round_0003.safetensors").unlink()
+    run_ok(cli, "--resume", part, "--rounds", "4")
+    a, b = (load_file(r / "model.safetensors") for r in (full, part))
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    if kind == "local_dp":
+        assert silo_epsilons(part) == silo_epsilons(full)
+        assert min(silo_epsilons(full).values()) > 0

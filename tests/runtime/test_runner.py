@@ -278,6 +278,7 @@ def test_allowed_failed_rounds_keep_the_last_good_model_and_the_run_goes_on(
     run = run_folder(path.parent / "runs")
     failed = [r for r in metrics_of(run) if r["scope"] == "server" and "failure" in r]
     assert [r["round"] for r in failed] == [1, 2]
+    assert {r["phase"] for r in failed} == {"round"}  # the round's own row, as when it succeeds (it said "fit")
     assert "round 1 failed; keeping the last good model" in " ".join(result.stderr.split())
     after_1 = load_file(run / "checkpoints" / "round_0001.safetensors")
     after_2 = load_file(run / "checkpoints" / "round_0002.safetensors")

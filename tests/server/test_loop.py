@@ -23,6 +23,7 @@ from fedsilo.server.settings import LoopSettings
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.strategy.base import Sampling, StrategyState
 from fedsilo.strategy.fedavg import FedAvg
+from fedsilo.tracking.rows import MetricRow
 from fedsilo.transport.inproc import InProcessTransport
 from fedsilo.wire.arrays import ArrayDict
 from fedsilo.wire.instructions import FitInstructions, TrainSettings
@@ -91,10 +92,10 @@ class Recorder:
     def on_reply(self, round: int, phase: str, reply: Any) -> None:
         self.replies.append((round, phase, reply))
 
-    def on_metrics(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
+    def on_metrics(self, row: MetricRow) -> None:
+        self.rows.append(row.to_json())  # as metrics.jsonl holds it
 
-    def on_round_end(self, round: int, rows: Sequence[dict[str, Any]]) -> None:
+    def on_round_end(self, round: int, rows: Sequence[MetricRow]) -> None:
         self.ends.append(round)
 
     def fit_rows(self, rnd: int) -> dict[str, dict[str, Any]]:

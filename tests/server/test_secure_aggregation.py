@@ -23,6 +23,7 @@ from fedsilo.silo.agent import SiloAgent
 from fedsilo.strategy.base import Sampling
 from fedsilo.strategy.fedavg import FedAvg
 from fedsilo.strategy.fedopt import FedOpt
+from fedsilo.tracking.rows import MetricRow
 from fedsilo.transport.inproc import InProcessTransport
 from fedsilo.wire.arrays import ArrayDict
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
@@ -92,8 +93,8 @@ class Rows:
 
     def on_round_start(self, round: int, silos: Any) -> None: ...
     def on_reply(self, round: int, phase: str, reply: Any) -> None: ...
-    def on_metrics(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
+    def on_metrics(self, row: MetricRow) -> None:
+        self.rows.append(row.to_json())  # as metrics.jsonl holds it
 
     def on_round_end(self, round: int, rows: Any) -> None: ...
 

@@ -14,6 +14,7 @@ from fedsilo.silo.agent import SiloAgent
 from fedsilo.strategy.base import Sampling
 from fedsilo.strategy.central_dp import CentralDP
 from fedsilo.strategy.fedavg import FedAvg
+from fedsilo.tracking.rows import MetricRow
 from fedsilo.transport.inproc import InProcessTransport
 from fedsilo.wire.arrays import ArrayDict, spec_of, wire_size
 from fedsilo.wire.codecs import Codec, encoded_spec
@@ -43,8 +44,8 @@ class Rows:
     def on_reply(self, round: int, phase: str, reply: Any) -> None: ...
     def on_round_end(self, round: int, rows: Any) -> None: ...
 
-    def on_metrics(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
+    def on_metrics(self, row: MetricRow) -> None:
+        self.rows.append(row.to_json())  # as metrics.jsonl holds it
 
 
 class Garbage:

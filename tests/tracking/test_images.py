@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fedsilo.tracking.images import PAD, png_bytes, sample_grids, samples_section, tile_grid
+from fedsilo.tracking.rows import MetricRow
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -56,9 +57,9 @@ def test_grid_refuses_mixed_or_empty_rows() -> None:
 
 def test_report_section_shows_the_latest_federated_grids_then_the_baselines() -> None:
     rows = [
-        {"round": r, "scope": "server", "samples": f"samples/round_{r:04d}.png", "sample_rows": "x, y"}
+        MetricRow(r, "server", "evaluate", None, {"samples": f"samples/round_{r:04d}.png", "sample_rows": "x, y"})
         for r in range(5)
-    ] + [{"round": 4, "scope": "silo", "silo": "a", "samples": "ignored.png"}]
+    ] + [MetricRow(4, "silo", "evaluate", "a", {"samples": "ignored.png"})]
     summary = {"baselines": {"centralized": {"samples": "samples/baseline_centralized.png"}, "local_only": {
         "a": {"samples": "samples/baseline_a.png"}, "b": {"failure": "boom"}}}}  # fmt: skip
     grids = sample_grids(rows, summary)

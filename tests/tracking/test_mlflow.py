@@ -12,6 +12,7 @@ import pytest
 from fedsilo.errors import ConfigError
 from fedsilo.experiment.config import parse_config
 from fedsilo.tracking.mlflow import flatten_params, resolve_target, row_metrics
+from fedsilo.tracking.rows import MetricRow
 
 # MLflow's sqlite store, on SQLAlchemy 2.1, warns once about its own use of a deprecated loader.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning")
@@ -38,17 +39,21 @@ def test_flatten_params_by_hand() -> None:
 
 
 def test_row_metrics_names_by_scope_and_phase() -> None:
-    assert row_metrics({"round": 1, "scope": "server", "silo": None, "phase": "evaluate", "loss": 0.5}) == {
-        "server.loss": 0.5
+    def metrics(**row: object) -> dict[str, float]:
+        return row_metrics(MetricRow.from_json(row))
+
+    assert metrics(round=1, scope="server", silo=None, phase="evaluate", loss=0.5) == {"server.loss": 0.5}
+    fed = {"loss": 1.0, "worst_accuracy": 0.4, "worst_silo": "b", "time": 9.0}
+    assert metrics(round=2, scope="federated", phase="evaluate", **fed) == {
+        "federated.loss": 1.0,
+        "federated.worst_accuracy": 0.4,
     }
-    fed = {"round": 2, "scope": "federated", "loss": 1.0, "worst_accuracy": 0.4, "worst_silo": "b", "time": 9.0}
-    assert row_metrics(fed) == {"federated.loss": 1.0, "federated.worst_accuracy": 0.4}
-    fit = {"round": 1, "scope": "silo", "silo": "a", "phase": "fit", "num_examples": 12, "train_loss": 0.3}
-    assert row_metrics(fit) == {"silo.a.train_examples": 12.0, "silo.a.train_loss": 0.3}
-    ev = {"round": 1, "scope": "silo", "silo": "a", "phase": "evaluate", "num_examples": 4, "accuracy": 0.75}
-    assert row_metrics(ev) == {"silo.a.num_examples": 4.0, "silo.a.accuracy": 0.75}
-    failed = {"round": 1, "scope": "silo", "silo": "c", "phase": "fit", "failure": "boom", "failure_kind": "error"}
-    assert row_metrics(failed) == {"silo.c.failed": 1.0}
+    fit = metrics(round=1, scope="silo", silo="a", phase="fit", num_examples=12, train_loss=0.3)
+    assert fit == {"silo.a.train_examples": 12.0, "silo.a.train_loss": 0.3}
+    ev = metrics(round=1, scope="silo", silo="a", phase="evaluate", num_examples=4, accuracy=0.75)
+    assert ev == {"silo.a.num_examples": 4.0, "silo.a.accuracy": 0.75}
+    failed = metrics(round=1, scope="silo", silo="c", phase="fit", failure="boom", failure_kind="error")
+    assert failed == {"silo.c.failed": 1.0}
 
 
 def test_resolve_target(tmp_path: Path) -> None:

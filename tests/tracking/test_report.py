@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from fedsilo.tracking.report import metric_keys, render_report, write_report
+from fedsilo.tracking.rows import MetricRow
 
 
 def charts(html: str) -> dict[str, list[tuple[str, int]]]:
@@ -62,17 +63,15 @@ def test_a_run_without_summary_still_gets_its_charts(tmp_path: Path, write_hand_
 
 
 def test_text_from_silos_is_escaped() -> None:
-    rows = [
-        {"round": 1, "scope": "silo", "silo": "a", "phase": "fit", "failure": "<script>x</script>", "failure_kind": "e"}
-    ]
+    rows = [MetricRow(1, "silo", "fit", "a", {}, "<script>x</script>", "error")]
     html = render_report({"silos": [{"name": "a"}]}, rows, {"baselines": {"skipped": "<i>no</i>"}}, "<t>")
     assert "<script" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
     assert "<i>" not in html and "<t>" not in html
 
 
 def test_metric_keys_put_the_usual_metrics_first() -> None:
-    rows = [{"round": 1, "scope": "x", "zeta": 1.0, "roc_auc": 0.5, "loss": 1.0, "worst_accuracy": 0.1, "name": "s"}]
-    assert metric_keys(rows) == ["loss", "roc_auc", "zeta"]
+    values = [{"zeta": 1.0, "roc_auc": 0.5, "loss": 1.0, "worst_accuracy": 0.1, "name": "s", "num_examples": 3}]
+    assert metric_keys(values) == ["loss", "roc_auc", "zeta"]
 
 
 def test_fedsilo_report_command(cli, hand_run: Path, tmp_path: Path) -> None:

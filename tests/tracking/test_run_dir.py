@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fedsilo.errors import RunDirError
+from fedsilo.tracking.rows import MetricRow
 from fedsilo.tracking.run_dir import RunDir
 from fedsilo.wire.arrays import load_file, read_metadata
 
@@ -34,26 +35,26 @@ def test_open_needs_a_config(tmp_path: Path) -> None:
 
 def test_metrics_rows_are_appended_with_a_time_and_numpy_values(tmp_path: Path) -> None:
     run = RunDir.create(tmp_path, "exp", "")
-    run.on_metrics({"round": 0, "scope": "server", "silo": None, "loss": np.float32(0.5)})
-    run.on_metrics({"round": 1, "scope": "silo", "silo": "a", "num_examples": np.int64(3)})
+    run.on_metrics(MetricRow(0, "server", "evaluate", None, {"loss": np.float32(0.5)}))  # type: ignore[dict-item]
+    run.on_metrics(MetricRow(1, "silo", "fit", "a", {"num_examples": np.int64(3)}))  # type: ignore[dict-item]
     run.close()
     rows = run.metrics()
-    assert [r["round"] for r in rows] == [0, 1]
-    assert rows[0]["loss"] == 0.5 and rows[1]["num_examples"] == 3
-    assert all(isinstance(r["time"], float) for r in rows)
+    assert [r.round for r in rows] == [0, 1]
+    assert rows[0].get("loss") == 0.5 and rows[1].get("num_examples") == 3
+    assert all(isinstance(r.time, float) for r in rows)
     assert len((run.path / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_truncate_metrics_drops_later_rounds(tmp_path: Path) -> None:
     run = RunDir.create(tmp_path, "exp", "")
     for rnd in (0, 1, 1, 2, 3, 3):
-        run.on_metrics({"round": rnd, "scope": "silo", "silo": "a"})
+        run.on_metrics(MetricRow(rnd, "silo", "fit", "a"))
     run.close()
     run.truncate_metrics(1)
-    assert [r["round"] for r in run.metrics()] == [0, 1, 1]
-    run.on_metrics({"round": 2, "scope": "silo", "silo": "a"})  # appending goes on after it
+    assert [r.round for r in run.metrics()] == [0, 1, 1]
+    run.on_metrics(MetricRow(2, "silo", "fit", "a"))  # appending goes on after it
     run.close()
-    assert [r["round"] for r in run.metrics()] == [0, 1, 1, 2]
+    assert [r.round for r in run.metrics()] == [0, 1, 1, 2]
 
 
 def test_truncate_without_metrics_is_fine(tmp_path: Path) -> None:

@@ -13,30 +13,25 @@ from typing import Any
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.strategy.base import Strategy, StrategyState
 from fedsilo.strategy.central_dp import CentralDP
+from fedsilo.tracking.rows import MetricRow
 from fedsilo.tracking.run_dir import RunDir
-
-NOT_MEASURES = ("round", "scope", "silo", "phase", "time")
-ROW_FIELDS = ("scope", "silo", "phase", "time")  # ``final`` keeps the round it was evaluated in
 
 
 def summarize(
     config: ExperimentConfig, run: RunDir, duration: float, baselines: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     rows = run.metrics()
-    last = max((r["round"] for r in rows), default=0)
+    last = max((r.round for r in rows), default=0)
     # the final model is the last one evaluated (a failed last round kept the model before it)
-    evaluated = max((r["round"] for r in rows if r.get("phase") == "evaluate"), default=0)
+    evaluated = max((r.round for r in rows if r.phase == "evaluate"), default=0)
+    final_rows = [r for r in rows if r.round == evaluated and r.phase == "evaluate"]
 
     def final(scope: str) -> dict[str, Any] | None:
-        found = [r for r in rows if r["scope"] == scope and r["round"] == evaluated and r.get("phase") == "evaluate"]
-        return {k: v for k, v in found[-1].items() if k not in ROW_FIELDS} if found else None
+        found = [r for r in final_rows if r.scope == scope]
+        return {"round": found[-1].round, **found[-1].values} if found else None
 
-    per_silo = {
-        r["silo"]: {k: v for k, v in r.items() if k not in NOT_MEASURES}
-        for r in rows
-        if r["scope"] == "silo" and r["round"] == evaluated and r.get("phase") == "evaluate" and "failure" not in r
-    }
-    failures = [r for r in rows if "failure" in r]
+    per_silo = {str(r.silo): dict(r.values) for r in final_rows if r.scope == "silo" and not r.failed}
+    failures = [r for r in rows if r.failed]
     summary: dict[str, Any] = {
         "name": config.name,
         "rounds": last,
@@ -46,7 +41,7 @@ def summarize(
         "federated": final("federated"),
         "per_silo": dict(sorted(per_silo.items())),
         "failures": len(failures),
-        "failed_rounds": sorted({r["round"] for r in failures if r["scope"] == "server"}),
+        "failed_rounds": sorted({r.round for r in failures if r.scope == "server"}),
         "duration_s": round(duration, 2),
         "run_dir": str(run.path),
     }
@@ -55,7 +50,7 @@ def summarize(
     return summary
 
 
-def privacy_summary(strategy: Strategy, state: StrategyState, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def privacy_summary(strategy: Strategy, state: StrategyState, rows: Sequence[MetricRow]) -> dict[str, Any]:
     """``summary.json``'s ``privacy`` (central DP's final epsilon and settings; each silo's local
     epsilon) and ``upload`` (bytes silos sent over the run, against float32) sections."""
     out: dict[str, Any] = {}
@@ -66,14 +61,17 @@ def privacy_summary(strategy: Strategy, state: StrategyState, rows: Sequence[Map
         if strategy.adaptive:
             privacy["central"]["target_quantile"] = strategy.target_quantile
     local = {
-        r["silo"]: r["epsilon"] for r in rows if r["scope"] == "silo" and r.get("phase") == "fit" and "epsilon" in r
+        str(r.silo): r.get("epsilon") for r in rows if r.scope == "silo" and r.phase == "fit" and "epsilon" in r.values
     }
     if local:
         privacy["local"] = dict(sorted(local.items()))  # the last round's value: epsilons only grow
     if privacy:
         out["privacy"] = privacy
-    fits = [r for r in rows if r["scope"] == "server" and r.get("phase") == "round" and "upload_bytes" in r]
-    sent, raw = sum(r["upload_bytes"] for r in fits), sum(r["upload_bytes_raw"] for r in fits)
+    fits = [r for r in rows if r.scope == "server" and r.phase == "round" and "upload_bytes" in r.values]
+    sent, raw = (
+        sum(int(r.number("upload_bytes") or 0) for r in fits),
+        sum(int(r.number("upload_bytes_raw") or 0) for r in fits),
+    )
     if raw:
         out["upload"] = {"bytes": sent, "bytes_float32": raw, "ratio": round(sent / raw, 4)}
     return out

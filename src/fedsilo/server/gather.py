@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from fedsilo.errors import RoundFailed
 from fedsilo.server.uplink import receive_fit
 from fedsilo.strategy.base import Aggregation
-from fedsilo.tracking.rows import Row, reply_row
+from fedsilo.tracking.rows import MetricRow, Phase, reply_row
 from fedsilo.transport.base import Transport
 from fedsilo.wire.arrays import ArrayDict, spec_of
 from fedsilo.wire.instructions import FitInstructions
@@ -27,18 +27,18 @@ from fedsilo.wire.messages import EvaluateRes, Failure, FitIns, FitRes
 class RoundLog:
     """The rows of one round as they happen, each passed on to the observers at once."""
 
-    emit: Callable[[Row], None]
+    emit: Callable[[MetricRow], None]
     on_reply: Callable[[str, FitRes | EvaluateRes | Failure], None]
-    rows: list[Row] = field(default_factory=list)
+    rows: list[MetricRow] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
-    def row(self, row: Row) -> Row:
+    def row(self, row: MetricRow) -> MetricRow:
         self.rows.append(row)
         self.emit(row)
         return row
 
     def reply(
-        self, rnd: int, phase: str, reply: FitRes | EvaluateRes | Failure, extra: dict[str, Any] | None = None
+        self, rnd: int, phase: Phase, reply: FitRes | EvaluateRes | Failure, extra: dict[str, Any] | None = None
     ) -> None:
         self.on_reply(phase, reply)
         self.row(reply_row(rnd, phase, reply, extra or {}))

@@ -19,7 +19,7 @@ from fedsilo.server.registry import EVALUATE, FIT, round_rng, sample_silos, wait
 from fedsilo.server.secure_gather import SecureGatherer
 from fedsilo.server.settings import LoopSettings
 from fedsilo.strategy.base import SpendsPrivacy, Strategy, StrategyState
-from fedsilo.tracking.rows import Row, central_row, failed_round_row, federated_row, round_row
+from fedsilo.tracking.rows import MetricRow, central_row, failed_round_row, federated_row, round_row
 from fedsilo.transport.base import Transport
 from fedsilo.wire.arrays import ArrayDict
 from fedsilo.wire.instructions import EvaluateInstructions, FitInstructions
@@ -37,9 +37,9 @@ class Observer(Protocol):
 
     def on_reply(self, round: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> None: ...
 
-    def on_metrics(self, row: Row) -> None: ...
+    def on_metrics(self, row: MetricRow) -> None: ...
 
-    def on_round_end(self, round: int, rows: Sequence[Row]) -> None: ...
+    def on_round_end(self, round: int, rows: Sequence[MetricRow]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class ServerLoop:
             self.gatherer = PlainGatherer(self.transport, s.round_timeout, s.max_update_bytes, min_fit)
 
     def _log(self, rnd: int) -> RoundLog:
-        def emit(row: Row) -> None:
+        def emit(row: MetricRow) -> None:
             for obs in self.observers:
                 obs.on_metrics(row)
 
@@ -78,7 +78,7 @@ class ServerLoop:
 
         return RoundLog(emit, on_reply)
 
-    def _end(self, rnd: int, rows: Sequence[Row]) -> None:
+    def _end(self, rnd: int, rows: Sequence[MetricRow]) -> None:
         for obs in self.observers:
             obs.on_round_end(rnd, rows)
 

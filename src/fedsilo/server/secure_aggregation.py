@@ -26,7 +26,7 @@ from typing import TypeVar
 import numpy as np
 
 from fedsilo.errors import FedsiloError, RoundFailed, SecAggError
-from fedsilo.tracking.rows import Row, secagg_row
+from fedsilo.tracking.rows import MetricRow, secagg_row
 from fedsilo.transport.base import Transport
 from fedsilo.wire.arrays import ArrayDict
 from fedsilo.wire.deltas import apply
@@ -67,7 +67,7 @@ class SecureOutcome:
     sent: Mapping[str, int] = field(default_factory=dict)  # secagg bytes each silo sent the server
     received: Mapping[str, int] = field(default_factory=dict)  # secagg bytes the server sent each silo
 
-    def rows(self, rnd: int) -> list[Row]:
+    def rows(self, rnd: int) -> list[MetricRow]:
         """One metrics row per silo of the group: bytes exchanged, or at which step it dropped."""
         out = []
         for silo in sorted({*self.survivors, *self.dropped}):

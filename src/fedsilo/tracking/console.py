@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from fedsilo.tracking.rows import MetricRow
 from fedsilo.wire.messages import EvaluateRes, Failure, FitRes
 
 NAMED_SILOS = 10  # a round's silos named on its first line; 100 sampled silos are counted, not listed
@@ -18,12 +19,11 @@ def _fmt(metrics: Mapping[str, Any], keys: Sequence[str]) -> str:
     return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float | int))
 
 
-def _server_keys(row: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+def _server_keys(row: MetricRow, keys: Sequence[str]) -> list[str]:
     """The usual metrics of a classifier, or (a task's own ``server_evaluate``) loss and its numbers."""
-    if "accuracy" in row:
+    if "accuracy" in row.values:
         return list(keys)
-    skip = {"loss", "round", "time", "num_examples"}
-    own = sorted(k for k, v in row.items() if k not in skip and isinstance(v, float | int) and not isinstance(v, bool))
+    own = sorted(k for k in row.values if k not in ("loss", "num_examples") and row.number(k) is not None)
     return ["loss", *own]
 
 
@@ -52,36 +52,39 @@ class ConsoleProgress:
             keys = ["train_loss"] if phase == "fit" else ["loss", "accuracy", "balanced_accuracy"]
             self.console.print(f"  {reply.silo:<16} {phase:<8} {reply.num_examples:>6} examples  {_fmt(metrics, keys)}")
 
-    def on_metrics(self, row: Mapping[str, Any]) -> None:
+    def on_metrics(self, row: MetricRow) -> None:
         pass
 
-    def on_round_end(self, round: int, rows: Sequence[Mapping[str, Any]]) -> None:
+    def on_round_end(self, round: int, rows: Sequence[MetricRow]) -> None:
         keys = ["loss", "accuracy", "balanced_accuracy"]
-        failed = [row for row in rows if row.get("scope") == "server" and "failure" in row]
+        failed = [row for row in rows if row.scope == "server" and row.failed]
         if failed:
             self.console.print(
-                f"  [red]round {round} failed; keeping the last good model[/red] {escape(str(failed[0]['failure']))}"
+                f"  [red]round {round} failed; keeping the last good model[/red] {escape(str(failed[0].failure))}"
             )
             return
         parts = []
         for row in rows:
-            if row.get("scope") == "server" and row.get("phase") == "round":
+            if row.scope == "server" and row.phase == "round":
                 parts.extend(_spent(row))
-            elif row.get("scope") == "server":
-                parts.append(f"server test: {_fmt(row, _server_keys(row, keys))}")
-            elif row.get("scope") == "federated":
-                worst = f"  worst {row['worst_silo']} {row['worst_accuracy']:.4f}" if "worst_silo" in row else ""
-                parts.append(f"silos' tests: {_fmt(row, keys)}{worst}")
+            elif row.scope == "server":
+                parts.append(f"server test: {_fmt(row.values, _server_keys(row, keys))}")
+            elif row.scope == "federated":
+                worst = row.get("worst_silo")
+                low = row.number("worst_accuracy")
+                at = f"  worst {worst} {low:.4f}" if worst is not None and low is not None else ""
+                parts.append(f"silos' tests: {_fmt(row.values, keys)}{at}")
         elapsed = time.monotonic() - self._round_started
         label = "initial model" if round == 0 else f"round {round} done in {elapsed:.1f}s"
         self.console.print(f"  [green]{label}[/green]  " + " | ".join(parts))
 
 
-def _spent(row: Mapping[str, Any]) -> list[str]:
+def _spent(row: MetricRow) -> list[str]:
     """Epsilon so far (central DP) and the round's upload against float32, when they say something."""
     parts = []
-    if isinstance(row.get("epsilon"), float | int):
-        parts.append(f"epsilon {row['epsilon']:.3f} (delta {row['delta']:g})")
+    epsilon, delta = row.number("epsilon"), row.number("delta")
+    if epsilon is not None:
+        parts.append(f"epsilon {epsilon:.3f} (delta {delta:g})")
     sent, raw = row.get("upload_bytes"), row.get("upload_bytes_raw")
     if isinstance(sent, int) and isinstance(raw, int) and raw > 0 and sent != raw:
         parts.append(f"uploaded {sent:,} bytes ({sent / raw:.3f} of float32)")

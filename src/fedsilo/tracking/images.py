@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from fedsilo.tracking.rows import MetricRow
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PAD = 2  # pixels of white between tiles
 LATEST_GRIDS = 3  # the report shows the federated model's last few grids; older ones stay in samples/
@@ -61,15 +63,15 @@ def tile_grid(rows: Mapping[str, np.ndarray], pad: int = PAD) -> np.ndarray:
     return grid
 
 
-def sample_grids(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def sample_grids(rows: Sequence[MetricRow], summary: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """``(caption, path in the run folder, row labels)`` of the grids the report shows, in order.
 
     The federated model's latest ``LATEST_GRIDS`` grids, then each baseline's grid.
     """
     grids = [
-        (f"federated, round {r['round']}", str(r["samples"]), str(r.get("sample_rows", "")))
+        (f"federated, round {r.round}", str(r.get("samples")), str(r.get("sample_rows", "")))
         for r in rows
-        if r["scope"] == "server" and isinstance(r.get("samples"), str)
+        if r.scope == "server" and isinstance(r.get("samples"), str)
     ][-LATEST_GRIDS:]
     base = summary.get("baselines")
     if isinstance(base, Mapping):

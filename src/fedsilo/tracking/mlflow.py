@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsilo.errors import ConfigError
+from fedsilo.tracking.rows import MetricRow
 from fedsilo.wire.messages import EvaluateRes, Failure, FitRes
 
 STATE = "mlflow.json"
@@ -84,23 +85,18 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return out
 
 
-def row_metrics(row: Mapping[str, Any]) -> dict[str, float]:
-    """A metrics.jsonl row as MLflow metric names and values (text such as ``worst_silo`` is left out)."""
-    scope = row.get("scope")
-    if scope == "silo":
-        prefix = f"silo.{row['silo']}."
-        if "failure" in row:
+def row_metrics(row: MetricRow) -> dict[str, float]:
+    """A metrics row as MLflow metric names and values (text such as ``worst_silo`` is left out)."""
+    if row.scope == "silo":
+        prefix = f"silo.{row.silo}."
+        if row.failed:
             return {f"{prefix}failed": 1.0}
-    elif scope in ("server", "federated"):
-        prefix = f"{scope}."
     else:
-        return {}
-    fit = row.get("phase") == "fit"
+        prefix = f"{row.scope}."
+    fit = row.phase == "fit"
     out = {}
-    for key, value in row.items():
-        if key in ("round", "scope", "silo", "phase", "time") or isinstance(value, bool):
-            continue
-        if isinstance(value, int | float):
+    for key, value in row.values.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
             out[prefix + ("train_examples" if fit and key == "num_examples" else key)] = float(value)
     return out
 
@@ -132,7 +128,7 @@ class MlflowTracker:
         output: Path,
         experiment: str,
         params: Mapping[str, Any],
-        history: Iterable[Mapping[str, Any]] = (),
+        history: Iterable[MetricRow] = (),
     ) -> MlflowTracker:
         """Open (or, for a resumed run folder, reopen) the MLflow run and log what is not there yet.
 
@@ -168,7 +164,7 @@ class MlflowTracker:
             raise ConfigError(f"MLflow at {uri}: {first}", "check tracking.mlflow in the experiment YAML") from None
         tracker._save_state()
         for row in history:
-            tracker._add(int(row["round"]), row, int(float(row.get("time", time.time())) * 1000))
+            tracker._add(row, int((row.time if row.time is not None else time.time()) * 1000))
         tracker._flush()
         return tracker
 
@@ -182,9 +178,9 @@ class MlflowTracker:
         for i in range(0, max(len(new), len(changed)), 100):
             self.client.log_batch(self.run_id, params=new[i : i + 100], tags=changed[i : i + 100])
 
-    def _add(self, round: int, row: Mapping[str, Any], millis: int | None = None) -> None:
-        if round > self.last_round:
-            self._pending.append((round, row_metrics(row), millis or int(time.time() * 1000)))
+    def _add(self, row: MetricRow, millis: int | None = None) -> None:
+        if row.round > self.last_round:
+            self._pending.append((row.round, row_metrics(row), millis or int(time.time() * 1000)))
 
     def _flush(self) -> None:
         """Send the buffered rounds in batches; on an MLflow error keep them for the next try."""
@@ -221,10 +217,10 @@ class MlflowTracker:
     def on_reply(self, round: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> None:
         pass
 
-    def on_metrics(self, row: Mapping[str, Any]) -> None:
-        self._add(int(row["round"]), row)
+    def on_metrics(self, row: MetricRow) -> None:
+        self._add(row)
 
-    def on_round_end(self, round: int, rows: Sequence[Mapping[str, Any]]) -> None:
+    def on_round_end(self, round: int, rows: Sequence[MetricRow]) -> None:
         self._flush()
 
     def finish(self, status: str = "FINISHED") -> None:

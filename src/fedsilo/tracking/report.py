@@ -19,13 +19,13 @@ from typing import Any
 from fedsilo.errors import RunDirError
 from fedsilo.tracking.charts import Series, bar_chart, line_chart
 from fedsilo.tracking.images import sample_grids, samples_section
+from fedsilo.tracking.rows import MetricRow
 from fedsilo.tracking.run_dir import CONFIG, SUMMARY, RunDir
 
 REPORT = "report.html"
 MAX_SILO_LINES = 20  # silos drawn per chart and named in the header
 FAILURE_RED = "#d62728"
-Row = Mapping[str, Any]
-NOT_METRICS = {"round", "scope", "silo", "phase", "time", "num_examples", "failure", "failure_kind"}
+NOT_METRICS = {"num_examples"}
 PREFERRED = ("loss", "accuracy", "balanced_accuracy", "roc_auc")
 LABELS = {"loss": "loss", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "roc_auc": "ROC AUC"}
 
@@ -54,18 +54,18 @@ def _num(value: Any) -> float | None:
     return float(value) if ok else None
 
 
-def metric_keys(rows: Iterable[Row]) -> list[str]:
-    """Numeric metrics the rows carry: loss and the usual ones first, then the rest by name."""
-    found = {k for r in rows for k, v in r.items() if k not in NOT_METRICS and _num(v) is not None}
+def metric_keys(measures: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Numeric metrics the rows' values (or summary entries) carry: loss and the usual first, then by name."""
+    found = {k for m in measures for k, v in m.items() if k not in NOT_METRICS and _num(v) is not None}
     found = {k for k in found if not k.startswith("worst_")}
     return [k for k in PREFERRED if k in found] + sorted(found - set(PREFERRED))
 
 
 def _series(
-    label: str, rows: Sequence[Row], key: str, dashed: bool = False, rounds: Sequence[int] | None = None
+    label: str, rows: Sequence[MetricRow], key: str, dashed: bool = False, rounds: Sequence[int] | None = None
 ) -> Series | None:
     """``key`` per round; with ``rounds``, a round without a value is a gap in the line."""
-    values = {r["round"]: _num(r.get(key)) for r in rows if _num(r.get(key)) is not None}
+    values = {r.round: r.number(key) for r in rows if r.number(key) is not None}
     if not values:
         return None
     xs = list(rounds) if rounds is not None else sorted(values)
@@ -101,12 +101,12 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def global_section(rows: Sequence[Row]) -> str:
+def global_section(rows: Sequence[MetricRow]) -> str:
     """The global model per round: on the server's test set, and over the silos' own test sets."""
-    server = [r for r in rows if r["scope"] == "server" and r.get("phase") == "evaluate"]
-    fed = [r for r in rows if r["scope"] == "federated"]
+    server = [r for r in rows if r.scope == "server" and r.phase == "evaluate"]
+    fed = [r for r in rows if r.scope == "federated"]
     charts = []
-    for key in metric_keys([*server, *fed]):
+    for key in metric_keys(r.values for r in [*server, *fed]):
         charts.append(
             _chart(
                 f"global model: {_label(key)}",
@@ -125,10 +125,11 @@ def global_section(rows: Sequence[Row]) -> str:
     return _section("Global model per round", intro, charts)
 
 
-def round_section(rows: Sequence[Row]) -> str:
+def round_section(rows: Sequence[MetricRow]) -> str:
     """What each round spent: epsilon (with DP) and bytes uploaded, from the server's round rows."""
-    server = [r for r in rows if r["scope"] == "server" and r.get("phase") == "round"]
-    keys = [k for k in ("epsilon", "clip_norm", "upload_bytes", "upload_bytes_raw") if any(k in r for r in server)]
+    server = [r for r in rows if r.scope == "server" and r.phase == "round"]
+    measured = ("epsilon", "clip_norm", "upload_bytes", "upload_bytes_raw")
+    keys = [k for k in measured if any(k in r.values for r in server)]
     charts = [_chart(f"per round: {_label(k)}", [_series("server", server, k)], _label(k)) for k in keys]
     if "epsilon" in keys:
         intro = "Epsilon at the configured delta after each round (DP), and the bytes silos uploaded."
@@ -142,14 +143,14 @@ def round_section(rows: Sequence[Row]) -> str:
 WIRE_KEYS = ("upload_bytes", "upload_bytes_raw")
 
 
-def silo_section(rows: Sequence[Row], silos: Sequence[str], phase: str) -> str:
+def silo_section(rows: Sequence[MetricRow], silos: Sequence[str], phase: str) -> str:
     """One chart per metric, one line per silo (``evaluate``: own test split; ``fit``: training)."""
-    in_phase = [r for r in rows if r["scope"] == "silo" and r.get("phase") == phase]
-    picked = [r for r in in_phase if "failure" not in r]
-    rounds = sorted({r["round"] for r in in_phase})
-    by_silo: dict[str, list[Row]] = {}
+    in_phase = [r for r in rows if r.scope == "silo" and r.phase == phase]
+    picked = [r for r in in_phase if not r.failed]
+    rounds = sorted({r.round for r in in_phase})
+    by_silo: dict[str, list[MetricRow]] = {}
     for r in picked:
-        by_silo.setdefault(r["silo"], []).append(r)
+        by_silo.setdefault(str(r.silo), []).append(r)
     names = [n for n in silos if n in by_silo] + sorted(set(by_silo) - set(silos))
     note = ""
     if len(names) > MAX_SILO_LINES:  # 10,000 sampled silos cannot be 10,000 lines of one chart
@@ -161,7 +162,7 @@ def silo_section(rows: Sequence[Row], silos: Sequence[str], phase: str) -> str:
             [_series(name, by_silo[name], key, rounds=rounds) for name in names],
             _label(key),
         )
-        for key in metric_keys(picked)
+        for key in metric_keys(r.values for r in picked)
         if key not in WIRE_KEYS
     ]
     if phase == "evaluate":
@@ -170,19 +171,19 @@ def silo_section(rows: Sequence[Row], silos: Sequence[str], phase: str) -> str:
     return _section("Training", "What each silo reported from its local training in each round." + note, charts)
 
 
-def failure_section(rows: Sequence[Row]) -> str:
-    failures = [r for r in rows if "failure" in r]
-    rounds = sorted({r["round"] for r in rows if r["round"] > 0})
+def failure_section(rows: Sequence[MetricRow]) -> str:
+    failures = [r for r in rows if r.failed]
+    rounds = sorted({r.round for r in rows if r.round > 0})
     if not rounds:
         return ""
     if not failures:
         return f"<h2>Failures</h2><p>No failed silo replies in {len(rounds)} rounds.</p>"
-    counts = [float(sum(1 for f in failures if f["round"] == rnd)) for rnd in rounds]
+    counts = [float(sum(1 for f in failures if f.round == rnd)) for rnd in rounds]
     bars = list(zip(map(str, rounds), counts, strict=True))
     chart = bar_chart("failed silo replies per round", bars, "failures", color=FAILURE_RED)
     table = _table(
         ["round", "silo", "phase", "kind", "reason"],
-        ([f["round"], f["silo"], f.get("phase"), f.get("failure_kind"), f["failure"]] for f in failures),
+        ([f.round, f.silo, f.phase, f.failure_kind, f.failure] for f in failures),
     )
     text = f"{len(failures)} failed repl{'y' if len(failures) == 1 else 'ies'} in {len(rounds)} rounds."
     return f"<h2>Failures</h2><p>{text}</p>{chart}{table}"
@@ -238,14 +239,14 @@ def summary_section(summary: Mapping[str, Any]) -> str:
 
 def render_report(
     config: Mapping[str, Any],
-    rows: Sequence[Row],
+    rows: Sequence[MetricRow],
     summary: Mapping[str, Any],
     title: str,
     images: Mapping[str, bytes] | None = None,
 ) -> str:
     """The whole page as one string (pure: no file access; ``images`` maps a grid's path to its PNG)."""
     silos = [s["name"] for s in config.get("silos", []) if isinstance(s, Mapping) and "name" in s]
-    last = max((r["round"] for r in rows), default=0)
+    last = max((r.round for r in rows), default=0)
     listed = ", ".join(silos[:MAX_SILO_LINES]) + (", ..." if len(silos) > MAX_SILO_LINES else "")
     meta = f"{len(silos):,} silos: {escape(listed)} &middot; {last} rounds"
     if "duration_s" in summary:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fedsilo.errors import RunDirError
+from fedsilo.tracking.rows import MetricRow
 from fedsilo.wire.arrays import ArrayDict, save_file
 from fedsilo.wire.messages import EvaluateRes, Failure, FitRes
 
@@ -83,11 +84,17 @@ class RunDir:
         ]
         path.write_text("".join(line + "\n" for line in keep))
 
-    def metrics(self) -> list[dict[str, Any]]:
+    def metrics(self) -> list[MetricRow]:
+        """The rows written so far, typed (a line that is not a row is an error naming the folder)."""
         path = self.path / METRICS
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        try:
+            return [MetricRow.from_json(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+        except ValueError as exc:
+            raise RunDirError(
+                f"{path} holds a line that is not a metrics row: {exc}", "restore it from a backup"
+            ) from None
 
     # Observer interface -------------------------------------------------------------
     def on_round_start(self, round: int, silos: Sequence[str]) -> None:
@@ -96,13 +103,14 @@ class RunDir:
     def on_reply(self, round: int, phase: str, reply: FitRes | EvaluateRes | Failure) -> None:
         pass
 
-    def on_metrics(self, row: Mapping[str, Any]) -> None:
+    def on_metrics(self, row: MetricRow) -> None:
         if self._metrics is None:
             self._metrics = (self.path / METRICS).open("a")
-        self._metrics.write(json.dumps({**row, "time": round(time.time(), 3)}, default=_json_default) + "\n")
+        line = json.dumps(row.at(round(time.time(), 3)).to_json(), default=_json_default)
+        self._metrics.write(line + "\n")
         self._metrics.flush()
 
-    def on_round_end(self, round: int, rows: Sequence[Mapping[str, Any]]) -> None:
+    def on_round_end(self, round: int, rows: Sequence[MetricRow]) -> None:
         pass
 
     # Results ------------------------------------------------------------------------

@@ -39,7 +39,7 @@ isolates a silo among colluders, so use it with an honest-but-curious server or 
 
 from __future__ import annotations
 
-from fedsilo.privacy.secagg.encoding import FixedPoint, Layout, decode, encode, layout_of
+from fedsilo.privacy.secagg.encoding import FixedPoint, VectorLayout, decode, encode, layout_of
 from fedsilo.privacy.secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
@@ -60,7 +60,6 @@ __all__ = [
     "AdvertiseKeys",
     "FixedPoint",
     "KeyDirectory",
-    "Layout",
     "MaskedInput",
     "SecAggConfig",
     "SecAggResult",
@@ -71,6 +70,7 @@ __all__ = [
     "Simulated",
     "UnmaskRequest",
     "UnmaskShares",
+    "VectorLayout",
     "decode",
     "encode",
     "layout_of",

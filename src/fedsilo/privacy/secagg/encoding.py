@@ -84,19 +84,20 @@ class FixedPoint:
             )
 
 
-Layout = tuple[tuple[str, ArraySpec], ...]
+#: The order of an update's values in the masked vector: (name, spec) per array, as silos and server agree.
+VectorLayout = tuple[tuple[str, ArraySpec], ...]
 
 
-def layout_of(arrays: Mapping[str, np.ndarray]) -> Layout:
+def layout_of(arrays: Mapping[str, np.ndarray]) -> VectorLayout:
     """The names, shapes and dtypes of ``arrays``, in order: what silos and server agree on before a round."""
     return tuple((k, ArraySpec(tuple(int(d) for d in v.shape), str(v.dtype))) for k, v in arrays.items())
 
 
-def layout_size(layout: Layout) -> int:
+def layout_size(layout: VectorLayout) -> int:
     return sum(int(np.prod(spec.shape, dtype=np.int64)) for _, spec in layout)
 
 
-def layout_problems(arrays: Mapping[str, np.ndarray], layout: Layout) -> list[str]:
+def layout_problems(arrays: Mapping[str, np.ndarray], layout: VectorLayout) -> list[str]:
     """Every way ``arrays`` differs from ``layout`` (names, order, shapes, finiteness); empty when it fits."""
     problems: list[str] = []
     names = [k for k, _ in layout]
@@ -114,7 +115,7 @@ def layout_problems(arrays: Mapping[str, np.ndarray], layout: Layout) -> list[st
     return problems
 
 
-def encode(arrays: Mapping[str, np.ndarray], layout: Layout, fp: FixedPoint) -> tuple[np.ndarray, int]:
+def encode(arrays: Mapping[str, np.ndarray], layout: VectorLayout, fp: FixedPoint) -> tuple[np.ndarray, int]:
     """Flatten ``arrays`` into one ring vector (``fp.dtype``); also return how many values were clipped."""
     problems = layout_problems(arrays, layout)
     if problems:
@@ -131,7 +132,7 @@ def encode(arrays: Mapping[str, np.ndarray], layout: Layout, fp: FixedPoint) -> 
     return signed.view(fp.dtype), clipped
 
 
-def decode(ring: np.ndarray, layout: Layout, fp: FixedPoint) -> ArrayDict:
+def decode(ring: np.ndarray, layout: VectorLayout, fp: FixedPoint) -> ArrayDict:
     """Read a (summed) ring vector back as float64 arrays shaped as ``layout`` (float64 keeps the sum's precision)."""
     if ring.dtype != fp.dtype or ring.ndim != 1 or ring.size != layout_size(layout):
         raise SecAggError(f"ring vector of dtype {ring.dtype}, shape {ring.shape} does not match the layout")

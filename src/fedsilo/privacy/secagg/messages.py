@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from fedsilo.privacy.secagg.encoding import FixedPoint, Layout
+from fedsilo.privacy.secagg.encoding import FixedPoint, VectorLayout
 from fedsilo.wire.arrays import ArrayDict
 
 
@@ -24,7 +24,7 @@ class SecAggConfig:
     session: bytes  # random per round: binds every key, share and mask to this round
     silos: tuple[int, ...]  # sorted silo numbers, 1..n
     threshold: int  # shares needed to rebuild a secret; also the fewest silos a round may end with
-    layout: Layout  # names, shapes, dtypes of the update, in order
+    layout: VectorLayout  # names, shapes, dtypes of the update, in order
     encoding: FixedPoint = field(default_factory=FixedPoint)
     neighbours: int | None = None  # SecAgg+: mask with k neighbours on a random graph; None = everyone
     graph_seed: int = 0  # seeds the public neighbour graph (SecAgg+ only)

@@ -17,7 +17,7 @@ import numpy as np
 
 from fedsilo.errors import SecAggError
 from fedsilo.privacy.secagg import keys, prg, shamir
-from fedsilo.privacy.secagg.encoding import FixedPoint, Layout, decode, layout_size
+from fedsilo.privacy.secagg.encoding import FixedPoint, VectorLayout, decode, layout_size
 from fedsilo.privacy.secagg.graph import graph_of, holders, neighbour_graph
 from fedsilo.privacy.secagg.messages import (
     AdvertiseKeys,
@@ -35,7 +35,7 @@ from fedsilo.privacy.secagg.silo import context, pairwise_seed
 
 def new_round(
     silos: Sequence[int],
-    layout: Layout,
+    layout: VectorLayout,
     rng: np.random.Generator,
     threshold: int | None = None,
     neighbours: int | None = None,
