@@ -17,11 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedsilo.data.catalogue import DATASETS, DatasetInfo, dataset_info
 from fedsilo.data.datasets import (
-    DATASETS,
-    DatasetInfo,
     data_dirs,
-    dataset_info,
     download,
     find_dataset,
     load_arrays,

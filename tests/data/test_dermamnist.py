@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsilo.data.datasets import DATASETS, find_dataset, load_arrays, verify
+from fedsilo.data.catalogue import DATASETS
+from fedsilo.data.datasets import find_dataset, load_arrays, verify
 from fedsilo.data.split import split_dataset
 from fedsilo.errors import ChecksumMismatch, DatasetNotFound
 

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from fedsilo.data import partition
-from fedsilo.data.datasets import DATASETS, digests, find_dataset, load_arrays
+from fedsilo.data.catalogue import DATASETS
+from fedsilo.data.datasets import digests, find_dataset, load_arrays
 from fedsilo.data.site_split import split_by_column
 from fedsilo.data.split_io import SplitReport, commit_split, existing_split
 from fedsilo.data.split_io import save_npz as _save_npz

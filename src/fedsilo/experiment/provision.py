@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import ipaddress
 import json
 import os
 import secrets
@@ -28,12 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from fedsilo.errors import ConfigError, KitError
+from fedsilo.experiment.certificates import Issued, certificate_problems, issue, make_ca, not_after
 from fedsilo.experiment.config import SILO_NAME, ExperimentConfig
 
 CA_DIR, SERVER = "ca", "server"
@@ -78,101 +73,6 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _name(common_name: str, experiment: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"fedsilo experiment {experiment}"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _validity(days: int) -> tuple[dt.datetime, dt.datetime]:
-    now = dt.datetime.now(dt.timezone.utc)
-    return now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)  # a little slack for clock skew
-
-
-def make_ca(experiment: str, days: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = _new_key()
-    start, end = _validity(days)
-    name = _name(f"fedsilo CA {experiment}", experiment)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )  # key_cert_sign, crl_sign
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _host_names(host: str) -> list[x509.GeneralName]:
-    names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    try:
-        ip = ipaddress.ip_address(host)
-        if str(ip) != "127.0.0.1":
-            names.append(x509.IPAddress(ip))
-    except ValueError:
-        if host != "localhost":
-            names.append(x509.DNSName(host))
-    return names
-
-
-def issue(
-    ca_key: ec.EllipticCurvePrivateKey,
-    ca_cert: x509.Certificate,
-    common_name: str,
-    experiment: str,
-    server_host: str | None,
-    days: int,
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A certificate for one party: the server (``server_host`` given) or a silo (its name as CN)."""
-    key = _new_key()
-    start, end = _validity(days)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_host is not None else ExtendedKeyUsageOID.CLIENT_AUTH
-    san = _host_names(server_host) if server_host is not None else [x509.DNSName(common_name)]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name, experiment))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(min(end, ca_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return key, cert
-
-
 def split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -184,11 +84,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _write_party(folder: Path, kit: dict[str, Any], ca_cert: x509.Certificate, key: Any, cert: Any) -> None:
+def _write_party(folder: Path, kit: dict[str, Any], ca: Issued, party: Issued) -> None:
     folder.mkdir(mode=0o700)
-    (folder / CA_CERT).write_bytes(_cert_pem(ca_cert))
-    (folder / CERT).write_bytes(_cert_pem(cert))
-    _write_private(folder / KEY, _key_pem(key))
+    (folder / CA_CERT).write_bytes(ca.cert_pem)
+    (folder / CERT).write_bytes(party.cert_pem)
+    _write_private(folder / KEY, party.key_pem)
     _write_json(folder / KIT_FILE, kit)
 
 
@@ -213,20 +113,20 @@ def provision(
             f"use `fedsilo provision --add-silo NAME --out {out}` to add a silo, or choose another --out",
         )
     out.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = make_ca(config.name, days)
+    ca = make_ca(config.name, days)
     (out / CA_DIR).mkdir(mode=0o700)
-    (out / CA_DIR / CA_CERT).write_bytes(_cert_pem(ca_cert))
-    _write_private(out / CA_DIR / CA_KEY, _key_pem(ca_key))
+    (out / CA_DIR / CA_CERT).write_bytes(ca.cert_pem)
+    _write_private(out / CA_DIR / CA_KEY, ca.key_pem)
     task_sha = file_sha256(config.task)
     credentials: dict[str, str] = {}
     kits = []
     for silo in config.silos:
-        credentials[silo.name] = _silo_kit(out, silo.name, config, address, ca_key, ca_cert, days, task_sha)
+        credentials[silo.name] = _silo_kit(out, silo.name, config, address, ca, days, task_sha)
         kits.append(out / silo.name)
-    key, cert = issue(ca_key, ca_cert, "fedsilo-server", config.name, host, days)
+    party = issue(ca, "fedsilo-server", config.name, host, days)
     server = {"role": SERVER, "name": SERVER, "experiment": config.name, "server_address": address}
-    _write_party(out / SERVER, {**server, "task_sha256": task_sha, "silos": credentials}, ca_cert, key, cert)
-    return ProvisionReport(out, address, (out / SERVER, *kits), ca_cert.not_valid_after_utc)
+    _write_party(out / SERVER, {**server, "task_sha256": task_sha, "silos": credentials}, ca, party)
+    return ProvisionReport(out, address, (out / SERVER, *kits), not_after(ca.cert_pem))
 
 
 def _silo_kit(
@@ -234,15 +134,13 @@ def _silo_kit(
     name: str,
     config: ExperimentConfig,
     address: str,
-    ca_key: ec.EllipticCurvePrivateKey,
-    ca_cert: x509.Certificate,
+    ca: Issued,
     days: int,
     task_sha: str,
 ) -> str:
     """Write one silo's kit; returns the hash of its credential (for the server's kit)."""
-    key, cert = issue(ca_key, ca_cert, name, config.name, None, days)
     kit = {"role": "silo", "name": name, "experiment": config.name, "server_address": address, "task_sha256": task_sha}
-    _write_party(out / name, kit, ca_cert, key, cert)
+    _write_party(out / name, kit, ca, issue(ca, name, config.name, None, days))
     credential = secrets.token_urlsafe(32)
     _write_private(out / name / CREDENTIAL, credential.encode())
     shutil.copyfile(config.task, out / name / TASK)
@@ -259,13 +157,11 @@ def add_silo(config: ExperimentConfig, out: Path, name: str, days: int = DEFAULT
     ca_key_path = out / CA_DIR / CA_KEY
     if not ca_key_path.is_file():
         raise KitError(f"{ca_key_path} not found", "--add-silo needs the folder made by `fedsilo provision`")
-    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-    ca_cert = x509.load_pem_x509_certificate((out / CA_DIR / CA_CERT).read_bytes())
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = Issued(ca_key_path.read_bytes(), (out / CA_DIR / CA_CERT).read_bytes())
     server_kit_file = out / SERVER / KIT_FILE
     server_kit = json.loads(server_kit_file.read_text())
     task_sha = server_kit.get("task_sha256") or file_sha256(config.task)
-    credential = _silo_kit(out, name, config, server_kit["server_address"], ca_key, ca_cert, days, task_sha)
+    credential = _silo_kit(out, name, config, server_kit["server_address"], ca, days, task_sha)
     server_kit["silos"][name] = credential
     _write_json(server_kit_file, server_kit)
     return out / name
@@ -300,28 +196,11 @@ def load_kit(path: Path) -> Kit:
 
 
 def kit_problems(kit: Kit, now: dt.datetime | None = None) -> list[str]:
-    """Everything wrong with a kit's certificates: chain, validity dates, key pairing, permissions."""
+    """Everything wrong with a kit: its certificate's chain, validity, key and name, and file permissions."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    problems = []
-    ca = x509.load_pem_x509_certificate(kit.ca_pem)
-    cert = x509.load_pem_x509_certificate(kit.cert_pem)
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception) as exc:  # InvalidSignature has no message
-        problems.append(f"{kit.path / CERT} is not signed by {kit.path / CA_CERT} ({type(exc).__name__})")
-    for label, c in (("CA certificate", ca), ("certificate", cert)):
-        if now < c.not_valid_before_utc:
-            problems.append(f"the {label} is valid only from {c.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
-        if now > c.not_valid_after_utc:
-            problems.append(f"the {label} expired on {c.not_valid_after_utc:%Y-%m-%d} -> provision a new kit")
-    key = serialization.load_pem_private_key(kit.key_pem, password=None)
-    if key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) != cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
-        problems.append(f"{kit.path / KEY} does not belong to {kit.path / CERT}")
-    common_name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if kit.role == "silo" and (not common_name or common_name[0].value != kit.name):
-        problems.append(f"the certificate is not issued to silo '{kit.name}'")
+    labels = (str(kit.path / CA_CERT), str(kit.path / CERT), str(kit.path / KEY))
+    silo = kit.name if kit.role == "silo" else None
+    problems = certificate_problems(kit.ca_pem, kit.cert_pem, kit.key_pem, labels, silo, now)
     for private in (KEY, CREDENTIAL) if kit.role == "silo" else (KEY,):
         mode = (kit.path / private).stat().st_mode & 0o777
         if mode & 0o077:
@@ -330,7 +209,7 @@ def kit_problems(kit: Kit, now: dt.datetime | None = None) -> list[str]:
 
 
 def expiry(kit: Kit) -> dt.datetime:
-    return x509.load_pem_x509_certificate(kit.cert_pem).not_valid_after_utc
+    return not_after(kit.cert_pem)
 
 
 def silo_names(kits: Sequence[Path]) -> list[str]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedsilo.client.numpy import num_examples
-from fedsilo.data.datasets import DATASETS, find_dataset
+from fedsilo.data.catalogue import DATASETS
+from fedsilo.data.datasets import find_dataset
 from fedsilo.data.loaders import check_silo_folder
 from fedsilo.errors import DataError, FedsiloError
 from fedsilo.experiment.config import ExperimentConfig
