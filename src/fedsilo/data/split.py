@@ -93,7 +93,10 @@ def _read_groups(path: Path, key: str, n: int) -> np.ndarray:
             )
         groups = npz[f"train_{key}"].reshape(-1)
     if len(groups) != n:
-        raise DataError(f"{path}: train_{key} has {len(groups)} entries, train has {n}")
+        raise DataError(
+            f"{path}: train_{key} has {len(groups)} entries, train has {n}",
+            f"give train_{key} one group id per training example",
+        )
     return groups
 
 

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fedsilo.errors import ConfigError
+from fedsilo.errors import ConfigError, ParameterError
 
 Method = Literal["rdp", "pld"]
 METHODS: tuple[str, ...] = ("rdp", "pld")
@@ -52,7 +52,7 @@ class PrivacyEvent:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             problems.append(f"steps must be an integer >= 1, got {self.steps!r}")
         if problems:
-            raise ConfigError("invalid privacy event: " + "; ".join(problems))
+            raise ParameterError("invalid privacy event: " + "; ".join(problems), "see privacy.dp and privacy.local_dp")
 
     def same_mechanism(self, other: PrivacyEvent) -> bool:
         return (self.noise_multiplier, self.sampling_rate) == (other.noise_multiplier, other.sampling_rate)
@@ -115,7 +115,9 @@ class PrivacyAccountant:
         The server asks this *before* a round, so training stops with the budget still kept.
         """
         if not target_epsilon > 0:
-            raise ConfigError(f"target epsilon must be > 0, got {target_epsilon}")
+            raise ParameterError(
+                f"target epsilon must be > 0, got {target_epsilon}", "set privacy.dp.target_epsilon > 0"
+            )
         return self.record(next_event).epsilon(delta) > target_epsilon
 
     def rounds_left(self, target_epsilon: float, delta: float, event: PrivacyEvent, limit: int = 100_000) -> int:

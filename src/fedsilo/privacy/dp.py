@@ -35,13 +35,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from fedsilo.errors import ConfigError
+from fedsilo.errors import ConfigError, ParameterError
 from fedsilo.wire.arrays import ArrayDict
 
 
 def _check(problems: list[str]) -> None:
     if problems:
-        raise ConfigError("invalid differential privacy settings: " + "; ".join(problems))
+        raise ParameterError("invalid differential privacy settings: " + "; ".join(problems), "see privacy.dp")
 
 
 def _positive(name: str, value: float, problems: list[str], allow_zero: bool = False) -> None:
@@ -149,7 +149,7 @@ def add_distributed_noise(
 def default_count_stddev(expected_silos: int) -> float:
     """The paper's choice for the bit-count noise: ``m / 20`` for ``m`` silos per round."""
     if expected_silos < 1:
-        raise ConfigError(f"expected_silos must be >= 1, got {expected_silos}")
+        raise ParameterError(f"expected_silos must be >= 1, got {expected_silos}", "train at least one silo per round")
     return expected_silos / 20.0
 
 

@@ -50,7 +50,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except Exception as exc:
         raise RunDirError(f"checkpoint {path} is unreadable: {exc}", "delete it to resume from the one before") from exc
     if meta.get("format") != FORMAT:
-        raise RunDirError(f"{path} is not a fedsilo checkpoint (format {meta.get('format')!r})")
+        raise RunDirError(
+            f"{path} is not a fedsilo checkpoint (format {meta.get('format')!r})",
+            "delete it to resume from the one before",
+        )
     params = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}  # written order
     strategy = {k[len("strategy/") :]: v for k, v in arrays.items() if k.startswith("strategy/")}
     return Checkpoint(int(meta["round"]), params, StrategyState(strategy, json.loads(meta["strategy_values"])))

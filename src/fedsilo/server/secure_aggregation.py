@@ -113,7 +113,10 @@ class _Round:
                 try:
                     message = wire.from_bytes(reply.payload, expected)
                     if getattr(message, "silo", None) != self.number[reply.silo]:
-                        raise SecAggError(f"the reply claims to come from silo number {getattr(message, 'silo', None)}")
+                        raise SecAggError(
+                            f"the reply claims to come from silo number {getattr(message, 'silo', None)}",
+                            "a silo may answer only for itself: this reply is refused",
+                        )
                 except SecAggError as exc:
                     reply = Failure(reply.silo, exc.message, "rejected")
                 else:
@@ -175,7 +178,10 @@ def secure_mean(
         srv, request = server.request_unmask(srv, masked)
         rd.mark_left_out("masked_input", request.survivors, "named by a peer for a bad share, or malformed input")
         if len(request.survivors) < min_survivors:
-            raise SecAggError(f"{len(request.survivors)} survivors, fewer than min_fit_clients={min_survivors}")
+            raise SecAggError(
+                f"{len(request.survivors)} survivors, fewer than min_fit_clients={min_survivors}",
+                "bring the silos back or lower strategy.min_fit_clients",
+            )
         req_bytes = wire.to_bytes(request)
         revealed = rd.step("unmask", dict.fromkeys(request.survivors, req_bytes), UnmaskShares, per_silo)
         result = server.finish(srv, revealed)

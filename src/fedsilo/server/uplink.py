@@ -42,7 +42,10 @@ def receive_fit(
             try:
                 arrays = model_from(decode(arrays, expected), global_parameters)
             except UpdateRejected as exc:
-                raise UpdateRejected(f"update from silo '{reply.silo}' ({codec.name}): {exc.message}") from None
+                raise UpdateRejected(
+                    f"update from silo '{reply.silo}' ({codec.name}): {exc.message}",
+                    "run the same fedsilo version and task module on the silo as on the server",
+                ) from None
         check_update(reply.silo, arrays, expected, max_bytes)
         check_num_examples(reply.silo, reply.num_examples)
     except UpdateRejected as exc:

@@ -61,7 +61,9 @@ class SecAggSession:
         if step != "advertise" and header["silo"] != self._number:
             problems.append(f"the message is for silo number {header['silo']}, this silo is {self._number}")
         if problems:
-            raise SecAggError("secure aggregation: " + "; ".join(problems))
+            raise SecAggError(
+                "secure aggregation: " + "; ".join(problems), "run the same fedsilo version on the server"
+            )
         reply = self._answer(step, header, body)
         self._next = envelope.STEPS[envelope.STEPS.index(step) + 1] if step != "unmask" else "done"
         if step == "unmask":
@@ -90,7 +92,10 @@ class SecAggSession:
         group = len(self._state.config.silos)
         own = 1 if self._dp is not None else self._count
         if not isinstance(total, int) or not 0 < own <= total or (self._dp is not None and total != group):
-            raise SecAggError(f"secure aggregation: total={total!r} cannot weigh this silo's {own} (group of {group})")
+            raise SecAggError(
+                f"secure aggregation: total={total!r} cannot weigh this silo's {own} (group of {group})",
+                "the server sent an impossible total: this silo refuses to mask with it",
+            )
         update = self._delta
         if self._dp is not None:
             update, _ = noised_update(update, self._dp, self._state.config.threshold, self._rng)

@@ -52,7 +52,9 @@ class RunDir:
             except FileExistsError:
                 continue
         else:
-            raise RunDirError(f"could not create a new run folder under {root}")
+            raise RunDirError(
+                f"could not create a new run folder under {root}", "remove old run folders there, or pass --out"
+            )
         run = cls(path)
         run.checkpoints.mkdir()
         (path / "experiment.yaml").write_text(source_text)

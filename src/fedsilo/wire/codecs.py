@@ -108,7 +108,10 @@ def decode(encoded: Mapping[str, np.ndarray], spec: Mapping[str, ArraySpec]) -> 
         except ValueError as e:
             problems.append(str(e))
     if problems:
-        raise UpdateRejected("compressed update rejected: " + "; ".join(problems))
+        raise UpdateRejected(
+            "compressed update rejected: " + "; ".join(problems),
+            "run the same fedsilo version and task module on the silo as on the server",
+        )
     return out
 
 

@@ -147,7 +147,9 @@ class FitInstructions:
 
     def __post_init__(self) -> None:
         if not RUN_NAME.match(self.run):
-            raise ParameterError(f"run must be a plain folder name, got {self.run!r}")
+            raise ParameterError(
+                f"run must be a plain folder name, got {self.run!r}", "name runs with letters, digits, '.', '_' or '-'"
+            )
 
     def to_json(self) -> str:
         return _FIT.dump_json(self).decode()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from fedsilo.errors import ConfigError, ParameterError, UpdateRejected
+from fedsilo.errors import ParameterError, UpdateRejected
 from fedsilo.wire.arrays import ArrayDict
 
 SEP = "::"
@@ -32,7 +32,9 @@ def _check_input(arrays: Mapping[str, np.ndarray]) -> None:
     problems = [f"'{k}' contains '{SEP}', which codecs reserve" for k in arrays if SEP in k]
     problems += [f"'{k}' has non-finite values" for k, a in arrays.items() if _is_float(a) and not np.isfinite(a).all()]
     if problems:
-        raise UpdateRejected("cannot compress the update: " + "; ".join(problems))
+        raise UpdateRejected(
+            "cannot compress the update: " + "; ".join(problems), "rename the arrays, or check the training for NaN"
+        )
 
 
 def encode_float16(arrays: Mapping[str, np.ndarray]) -> ArrayDict:
@@ -58,7 +60,10 @@ def quantize_q8(a: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
     high = float(x.max()) if x.size else 0.0
     step = (high - low) / LEVELS
     if not math.isfinite(step):
-        raise UpdateRejected(f"cannot quantize: the range of values ({low:g} .. {high:g}) overflows float64")
+        raise UpdateRejected(
+            f"cannot quantize: the range of values ({low:g} .. {high:g}) overflows float64",
+            "check the training (the update is out of any sane range), or use codec none",
+        )
     if step == 0.0:
         return np.zeros(x.shape, np.uint8), np.array([low, 0.0])
     flat = x.ravel()
@@ -127,7 +132,7 @@ def encode_topk(
     residual is what was not sent (error feedback): pass it to the next call.
     """
     if not 0.0 < fraction <= 1.0:
-        raise ParameterError(f"topk_fraction must be in (0, 1], got {fraction}")
+        raise ParameterError(f"topk_fraction must be in (0, 1], got {fraction}", "use e.g. 0.01")
     _check_input(arrays)
     floats = [k for k, a in arrays.items() if _is_float(a)]
     if residual is not None:
@@ -135,7 +140,10 @@ def encode_topk(
             k for k in floats if k in residual and np.shape(residual[k]) != np.shape(arrays[k])
         ]
         if bad:
-            raise ConfigError(f"the top-k residual does not match the update: {', '.join(bad)}")
+            raise ParameterError(
+                f"the top-k residual does not match the update: {', '.join(bad)}",
+                "pass the residual the previous call returned for the same model",
+            )
     out: ArrayDict = {}
     new_residual: ArrayDict = {}
     for k, a in arrays.items():

@@ -90,7 +90,9 @@ class Failure:
 
     def __post_init__(self) -> None:
         if self.kind not in FAILURE_KINDS:
-            raise ParameterError(f"failure kind {self.kind!r} is not one of {', '.join(FAILURE_KINDS)}")
+            raise ParameterError(
+                f"failure kind {self.kind!r} is not one of {', '.join(FAILURE_KINDS)}", "use one of the four kinds"
+            )
 
 
 def update_problems(
@@ -145,7 +147,10 @@ def check_update(
 def check_num_examples(silo: str, num_examples: object) -> int:
     """A weight must be a positive integer, or a silo could dominate (or zero out) the mean."""
     if isinstance(num_examples, bool) or not isinstance(num_examples, int | np.integer):
-        raise UpdateRejected(f"silo '{silo}' reported num_examples={num_examples!r}, not an integer")
+        raise UpdateRejected(
+            f"silo '{silo}' reported num_examples={num_examples!r}, not an integer",
+            "return the number of training examples as an int",
+        )
     if num_examples <= 0:
         raise UpdateRejected(
             f"silo '{silo}' reported num_examples={num_examples}",

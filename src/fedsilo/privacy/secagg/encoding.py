@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedsilo.errors import SecAggError
+from fedsilo.privacy.secagg.fixes import SAME_VERSION
 from fedsilo.wire.arrays import ArrayDict, ArraySpec
 
 RING_BITS = 64
@@ -119,7 +120,10 @@ def encode(arrays: Mapping[str, np.ndarray], layout: VectorLayout, fp: FixedPoin
     """Flatten ``arrays`` into one ring vector (``fp.dtype``); also return how many values were clipped."""
     problems = layout_problems(arrays, layout)
     if problems:
-        raise SecAggError("update does not fit the secure-aggregation layout: " + "; ".join(problems))
+        raise SecAggError(
+            "update does not fit the secure-aggregation layout: " + "; ".join(problems),
+            "run the same task module (same model) on the server and on every silo",
+        )
     flat = np.concatenate([np.asarray(arrays[k], dtype=np.float64).ravel() for k, _ in layout]) if layout else None
     if flat is None:
         return np.zeros(0, dtype=fp.dtype), 0
@@ -135,7 +139,9 @@ def encode(arrays: Mapping[str, np.ndarray], layout: VectorLayout, fp: FixedPoin
 def decode(ring: np.ndarray, layout: VectorLayout, fp: FixedPoint) -> ArrayDict:
     """Read a (summed) ring vector back as float64 arrays shaped as ``layout`` (float64 keeps the sum's precision)."""
     if ring.dtype != fp.dtype or ring.ndim != 1 or ring.size != layout_size(layout):
-        raise SecAggError(f"ring vector of dtype {ring.dtype}, shape {ring.shape} does not match the layout")
+        raise SecAggError(
+            f"ring vector of dtype {ring.dtype}, shape {ring.shape} does not match the layout", SAME_VERSION
+        )
     values = ring.view(np.int64 if fp.ring_bits == 64 else np.int32).astype(np.float64) / fp.scale
     out: ArrayDict = {}
     pos = 0

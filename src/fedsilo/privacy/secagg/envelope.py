@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 
 from fedsilo.errors import SecAggError
+from fedsilo.privacy.secagg.fixes import SAME_VERSION
 
 MAX_HEADER_BYTES = 64 * 1024
 STEPS = ("advertise", "share_keys", "masked_input", "unmask")
@@ -29,17 +30,17 @@ def pack(header: Mapping[str, int | str], body: bytes) -> bytes:
 def unpack(data: bytes) -> tuple[dict[str, int | str], bytes]:
     """The header and body of ``pack``'s output; anything malformed is a :class:`SecAggError` naming every problem."""
     if len(data) < 8:
-        raise SecAggError(f"secure-aggregation step message of {len(data)} bytes is too short")
+        raise SecAggError(f"secure-aggregation step message of {len(data)} bytes is too short", SAME_VERSION)
     size = int.from_bytes(data[:8], "little")
     if size > MAX_HEADER_BYTES or 8 + size > len(data):
-        raise SecAggError(f"secure-aggregation step header of {size} bytes does not fit the message")
+        raise SecAggError(f"secure-aggregation step header of {size} bytes does not fit the message", SAME_VERSION)
     try:
         header = json.loads(bytes(data[8 : 8 + size]))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SecAggError(f"secure-aggregation step header is not JSON: {exc}") from None
+        raise SecAggError(f"secure-aggregation step header is not JSON: {exc}", SAME_VERSION) from None
     problems = []
     if not isinstance(header, dict):
-        raise SecAggError("secure-aggregation step header is not a JSON object")
+        raise SecAggError("secure-aggregation step header is not a JSON object", SAME_VERSION)
     if set(header) - HEADER_FIELDS:
         problems.append(f"unexpected fields {sorted(set(header) - HEADER_FIELDS)}")
     for name in ("round", "silo", *(("total",) if "total" in header else ())):
@@ -49,5 +50,5 @@ def unpack(data: bytes) -> tuple[dict[str, int | str], bytes]:
     if header.get("step") not in STEPS:
         problems.append(f"step={header.get('step')!r} is not one of {STEPS}")
     if problems:
-        raise SecAggError("malformed secure-aggregation step header: " + "; ".join(problems))
+        raise SecAggError("malformed secure-aggregation step header: " + "; ".join(problems), SAME_VERSION)
     return header, bytes(data[8 + size :])

@@ -40,7 +40,9 @@ def agree(private: bytes, peer_public: bytes, context: bytes, purpose: bytes) ->
     try:
         shared = X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(peer_public))
     except ValueError as exc:  # wrong length, or a low-order point giving an all-zero secret
-        raise SecAggError(f"key agreement failed: {exc}") from None
+        raise SecAggError(
+            f"key agreement failed: {exc}", "a peer advertised a malformed public key: it is left out"
+        ) from None
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=purpose + b"\x00" + context).derive(shared)
 
 

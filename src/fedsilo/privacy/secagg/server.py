@@ -18,6 +18,7 @@ import numpy as np
 from fedsilo.errors import SecAggError
 from fedsilo.privacy.secagg import keys, prg, shamir
 from fedsilo.privacy.secagg.encoding import FixedPoint, VectorLayout, decode, layout_size
+from fedsilo.privacy.secagg.fixes import STEP_ORDER
 from fedsilo.privacy.secagg.graph import graph_of, holders, neighbour_graph
 from fedsilo.privacy.secagg.messages import (
     AdvertiseKeys,
@@ -96,7 +97,7 @@ def _enough(count: int, config: SecAggConfig, step: str, who: Iterable[int]) -> 
 
 def _expect(state: ServerState, phase: str, step: str) -> None:
     if state.phase != phase:
-        raise SecAggError(f"server: {step} called in phase '{state.phase}', expected '{phase}'")
+        raise SecAggError(f"server: {step} called in phase '{state.phase}', expected '{phase}'", STEP_ORDER)
 
 
 def start(config: SecAggConfig) -> ServerState:
@@ -220,7 +221,10 @@ def finish(state: ServerState, replies: Iterable[UnmaskShares]) -> SecAggResult:
             continue
         s_private = _rebuild(state, u, "s", s_revealed, bad)
         if keys.public_of(s_private) != state.directory[u][1]:
-            raise SecAggError(f"the rebuilt mask key of silo {u} does not match its advertised key")
+            raise SecAggError(
+                f"the rebuilt mask key of silo {u} does not match its advertised key",
+                "a silo revealed wrong shares: the round is abandoned, the model is unchanged",
+            )
         for v in masked_with:  # v added +PRG(s_uv) if v < u else -PRG(s_uv); take it back out
             mask = prg.expand(pairwise_seed(s_private, state.directory[v][1], cfg), size, cfg.encoding.dtype)
             if v < u:

@@ -65,7 +65,9 @@ def interpolate_at_zero(shares: Mapping[int, bytes]) -> int:
     for x, w in zip(xs, weights, strict=True):
         y = int.from_bytes(shares[x], "big")
         if len(shares[x]) != SHARE_BYTES or y >= PRIME:
-            raise SecAggError(f"share {x} is malformed ({len(shares[x])} bytes)")
+            raise SecAggError(
+                f"share {x} is malformed ({len(shares[x])} bytes)", "its holder sent a damaged share: it is left out"
+            )
         total += w * y
     return total % PRIME
 
@@ -73,11 +75,17 @@ def interpolate_at_zero(shares: Mapping[int, bytes]) -> int:
 def reconstruct(shares: Mapping[int, bytes], threshold: int, secret_bytes: int = 32) -> bytes:
     """The secret from at least ``threshold`` shares (the ``threshold`` lowest x-coordinates are used)."""
     if len(shares) < threshold:
-        raise SecAggError(f"{len(shares)} shares cannot reconstruct a secret shared with threshold {threshold}")
+        raise SecAggError(
+            f"{len(shares)} shares cannot reconstruct a secret shared with threshold {threshold}",
+            "too many silos dropped: bring them back or lower privacy.secure_aggregation.threshold",
+        )
     chosen = {x: shares[x] for x in sorted(shares)[:threshold]}
     value = interpolate_at_zero(chosen)
     if value >= 1 << (8 * secret_bytes):
-        raise SecAggError("the shares are inconsistent: they do not interpolate to a secret of the expected size")
+        raise SecAggError(
+            "the shares are inconsistent: they do not interpolate to a secret of the expected size",
+            "a silo revealed a wrong share: the round is abandoned, the model is unchanged",
+        )
     return value.to_bytes(secret_bytes, "big")
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from fedsilo.errors import SecAggError
 from fedsilo.privacy.secagg import keys, prg, shamir
 from fedsilo.privacy.secagg.encoding import encode, layout_size
+from fedsilo.privacy.secagg.fixes import REFUSED, SAME_VERSION, STEP_ORDER
 from fedsilo.privacy.secagg.graph import graph_of, holders
 from fedsilo.privacy.secagg.messages import (
     AdvertiseKeys,
@@ -58,7 +59,7 @@ def context(config: SecAggConfig) -> bytes:
 
 def _expect(state: SiloState, phase: str, step: str) -> None:
     if state.phase != phase:
-        raise SecAggError(f"silo {state.silo}: {step} called in phase '{state.phase}', expected '{phase}'")
+        raise SecAggError(f"silo {state.silo}: {step} called in phase '{state.phase}', expected '{phase}'", STEP_ORDER)
 
 
 def _share_aad(config: SecAggConfig, dealer: int, holder: int) -> bytes:
@@ -68,7 +69,7 @@ def _share_aad(config: SecAggConfig, dealer: int, holder: int) -> bytes:
 def advertise(config: SecAggConfig, silo: int) -> tuple[SiloState, AdvertiseKeys]:
     """Step 0: make this round's two key pairs and publish their public halves."""
     if silo not in config.silos:
-        raise SecAggError(f"silo {silo} is not in this round's silos {list(config.silos)}")
+        raise SecAggError(f"silo {silo} is not in this round's silos {list(config.silos)}", SAME_VERSION)
     c_private, c_public = keys.generate_keypair()
     s_private, s_public = keys.generate_keypair()
     state = SiloState(config, silo, "advertised", c_private, s_private)
@@ -93,7 +94,7 @@ def share_keys(state: SiloState, directory: KeyDirectory) -> tuple[SiloState, Sh
     if len(dealt_to) < cfg.threshold:
         problems.append(f"only {len(dealt_to)} of its share holders advertised keys, fewer than t={cfg.threshold}")
     if problems:
-        raise SecAggError(f"silo {me} refuses to share keys: " + "; ".join(problems))
+        raise SecAggError(f"silo {me} refuses to share keys: " + "; ".join(problems), REFUSED)
     self_seed = secrets.token_bytes(prg.SEED_BYTES)
     b_shares = shamir.split(self_seed, dealt_to, cfg.threshold)
     s_shares = shamir.split(state.s_private, dealt_to, cfg.threshold)
@@ -156,7 +157,7 @@ def masked_input(
     if len(participants) < cfg.threshold:
         problems.append(f"only {len(participants)} silos dealt shares, fewer than t={cfg.threshold}")
     if problems:
-        raise SecAggError(f"silo {me} refuses to send its masked input: " + "; ".join(problems))
+        raise SecAggError(f"silo {me} refuses to send its masked input: " + "; ".join(problems), REFUSED)
     graph = graph_of(cfg)
     peers = [v for v in sorted(graph[me]) if v in participants]
     held = dict(state.held)
@@ -196,7 +197,7 @@ def unmask(state: SiloState, request: UnmaskRequest) -> tuple[SiloState, UnmaskS
     if len(survivors) < cfg.threshold:
         problems.append(f"only {len(survivors)} survivors, fewer than t={cfg.threshold}")
     if problems:
-        raise SecAggError(f"silo {me} refuses to unmask: " + "; ".join(problems))
+        raise SecAggError(f"silo {me} refuses to unmask: " + "; ".join(problems), REFUSED)
     b_shares = {u: pair[0] for u, pair in state.held.items() if u in survivors}
     s_shares = {u: pair[1] for u, pair in state.held.items() if u in dropped}
     return dataclasses.replace(state, phase="revealed"), UnmaskShares(me, b_shares, s_shares)

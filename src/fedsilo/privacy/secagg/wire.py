@@ -19,6 +19,7 @@ import numpy as np
 
 from fedsilo.errors import SecAggError
 from fedsilo.privacy.secagg.encoding import FixedPoint
+from fedsilo.privacy.secagg.fixes import SAME_VERSION
 from fedsilo.privacy.secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
@@ -190,10 +191,10 @@ def from_bytes(data: bytes, expected: type[T]) -> T:
         body = json.loads(meta[META_KEY])
         tensors = arrays_from_bytes(data)
     except Exception as exc:  # anything unparsable is bad input, reported as one line
-        raise SecAggError(f"malformed secure-aggregation message: {type(exc).__name__}: {exc}") from None
+        raise SecAggError(f"malformed secure-aggregation message: {type(exc).__name__}: {exc}", SAME_VERSION) from None
     if not isinstance(body, dict) or body.get("kind") != expected.__name__ or not isinstance(body.get("fields"), dict):
         got = body.get("kind") if isinstance(body, dict) else None
-        raise SecAggError(f"expected a {expected.__name__} message, got {got!r}")
+        raise SecAggError(f"expected a {expected.__name__} message, got {got!r}", SAME_VERSION)
     raw, reader, values = body["fields"], _Reader(), {}
     for name, kind in schema.items():
         if kind == "array":
@@ -208,5 +209,5 @@ def from_bytes(data: bytes, expected: type[T]) -> T:
     if extra:
         reader.problems.append(f"unexpected fields {sorted(extra)}")
     if reader.problems:
-        raise SecAggError(f"malformed {expected.__name__} message: " + "; ".join(reader.problems))
+        raise SecAggError(f"malformed {expected.__name__} message: " + "; ".join(reader.problems), SAME_VERSION)
     return expected(**{f.name: values[f.name] for f in fields(expected)})  # type: ignore[arg-type]
