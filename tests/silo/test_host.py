@@ -83,7 +83,7 @@ def test_the_cache_is_bounded_by_count_too() -> None:
     cache = AgentCache(max_silos=2, max_bytes=1 << 20)
     for silo in "abc":
         served(cache, silo, size=1)
-    assert cache.silos() == ["b", "c"] and "a" not in cache
+    assert cache.silos() == ["b", "c"]
 
 
 def test_a_host_trains_any_silo_and_evicts_by_the_bytes_they_loaded(

@@ -143,9 +143,9 @@ class _Call(Generic[W, H]):
                     return
                 for handle in ready:
                     yield from self.collect(handle)
-        finally:
-            for index, _ in list(self.busy.values()):  # the consumer stopped early: no stale reply may
-                self.dispatcher.replace(index)  # reach the next call
+        finally:  # the consumer stopped early: no stale reply may reach the next call
+            for index, _ in list(self.busy.values()):
+                self.dispatcher.replace(index)
 
     def start_next(self, index: int) -> None:
         """Give worker ``index`` its next job: one pinned to it first, else the largest free one."""

@@ -27,7 +27,7 @@ from typing import Any, cast
 
 import ray
 
-from fedsilo.errors import ConfigError
+from fedsilo.errors import ConfigError, FedsiloError
 from fedsilo.runtime.baselines import SiloFolders
 from fedsilo.runtime.dispatch import Dispatcher, Job, Reply, WorkerDied
 from fedsilo.silo.agent import describe
@@ -84,6 +84,8 @@ class RayActors:
         return len(self.actors)
 
     def start(self, index: int, work: RayCall) -> Any:
+        if self._store_dir is None:
+            raise FedsiloError("the Ray transport was used before attach(store_dir)")
         return work(self.actors[index])
 
     def wait(self, running: Sequence[Any], timeout: float) -> Sequence[Any]:

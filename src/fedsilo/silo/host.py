@@ -52,9 +52,6 @@ class AgentCache:
         self._agents: OrderedDict[str, SiloAgent] = OrderedDict()
         self._held: dict[str, int] = {}  # bytes of data each cached silo held when it was last served
 
-    def __contains__(self, silo: str) -> bool:
-        return silo in self._agents
-
     def silos(self) -> list[str]:
         """The cached silos, least recently used first."""
         return list(self._agents)
