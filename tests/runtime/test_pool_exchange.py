@@ -1,4 +1,4 @@
-"""runtime/pool_exchange.py through the real worker pool: each step reaches the worker that trained the silo.
+"""WorkerPool.exchange through the real worker pool: each step reaches the worker that trained the silo.
 
 Two workers, three silos: after a secagg fit, every silo's advertise step is answered by its own
 session; when one worker's process is killed between the fit and the step, the silos it held are
@@ -46,9 +46,9 @@ def test_steps_reach_the_worker_holding_each_session(tmp_path: Path, linear_task
         assert all(isinstance(r, FitRes) and r.parameters == {} for r in fits)
         lost: set[str] = set()
         if kill:
-            holder = pool._holder["a"]
-            lost = {s for s, i in pool._holder.items() if i == holder}
-            os.kill(pool._workers[holder].process.pid, signal.SIGKILL)
+            holders = pool._dispatch.holder
+            lost = {s for s, i in holders.items() if i == holders["a"]}
+            os.kill(pool._workers.processes[holders["a"]].process.pid, signal.SIGKILL)
         replies = {r.silo: r for r in pool.exchange("advertise", advertise_messages(params), 30, 10_000)}
         assert set(replies) == set(NAMES)
         for i, name in enumerate(NAMES):

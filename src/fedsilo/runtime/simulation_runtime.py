@@ -89,7 +89,13 @@ class RayRuntime:
 
         r = config.runtime
         self._pool: RayTransport = RayTransport(
-            config.task, silo_folders(config, False), config.seed, r.workers, config.train.device, r.address
+            config.task,
+            silo_folders(config, False),
+            config.seed,
+            r.workers,
+            config.train.device,
+            r.address,
+            cache_bytes=int(r.cache_mb * (1 << 20)),
         )
         if baselines:
             self._pool.add_pooled_silo()
