@@ -116,7 +116,7 @@ def one_round(kits: Path, params: dict[str, np.ndarray], via_proxy: bool) -> dic
         assert wait_until(lambda: server.available() == ["bench"], 30), "silo did not connect"
         before = proxy.bytes if proxy else 0
         started = time.perf_counter()
-        replies = list(server.fit(["bench"], FitIns(1, params, {}), timeout=3600))
+        replies = list(server.fit(["bench"], FitIns(1, params), timeout=3600))
         round_s = time.perf_counter() - started
         assert isinstance(replies[0], FitRes), replies[0]
         moved = proxy.bytes - before if proxy else 0
