@@ -9,6 +9,7 @@ without them, as it would for silos whose machines went down.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -64,7 +65,8 @@ def _run_jobs(
     def dispatch(index: int) -> None:
         if queues[index]:
             job = queues[index].popleft()
-            workers[index].conn.send(job)
+            with contextlib.suppress(OSError):  # a worker dead since it trained: its pipe reads EOF below
+                workers[index].conn.send(job)
             busy[workers[index].conn] = (workers[index], job[2])
 
     def abandon(worker: PipeWorker, silo: str, reason: str, kind: FailureKind) -> Iterator[Failure]:

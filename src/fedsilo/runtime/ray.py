@@ -99,6 +99,7 @@ class RayTransport:
         self._silos = {k: tuple(str(p) for p in v) for k, v in silos.items()}
         self._sizes: dict[str, int] = {}
         self._holder: dict[str, int] = {}  # silo -> index of the actor holding its secagg session
+        self._lost: set[str] = set()  # silos whose session died with a replaced actor (since their last fit)
         self._own = not ray.is_initialized()
         if self._own:
             local_cpus = workers if isinstance(workers, int) and address is None and workers > 0 else None
@@ -184,6 +185,7 @@ class RayTransport:
                 dispatch(index)  # keep the actor busy while the server folds in this reply
                 if isinstance(reply, FitRes):
                     self._sizes[silo] = reply.num_examples
+                    self._lost.discard(silo)  # a new fit: whatever session it lost is void anyway
                     if not reply.parameters:  # secure aggregation: the update stays in this actor
                         self._holder[silo] = index
                 yield reply
@@ -194,11 +196,17 @@ class RayTransport:
     def exchange(
         self, step: str, messages: Mapping[str, bytes], timeout: float, max_reply_bytes: int
     ) -> Iterator[ExchangeRes | Failure]:
-        """A protocol step, each silo's message sent to the actor that trained it (an actor runs calls in turn)."""
+        """A protocol step, each silo's message sent to the actor that trained it (an actor runs calls in turn).
+
+        A silo that never kept a session is told so (``error``, as the silo itself says over any
+        other transport); one whose session died with its actor is ``disconnected``.
+        """
         calls: dict[Any, tuple[int, str]] = {}
         for silo, payload in messages.items():
-            if silo not in self._holder:
+            if silo in self._lost:
                 yield Failure(silo, "its Ray worker was replaced since it trained: the session is gone", "disconnected")
+            elif silo not in self._holder:
+                yield Failure(silo, f"no secure-aggregation session for step '{step}' (no secagg fit on this silo)")
             else:
                 index = self._holder[silo]
                 calls[self._actors[index].exchange.remote(silo, step, payload)] = (index, silo)
@@ -226,7 +234,8 @@ class RayTransport:
             yield reply
 
     def _replace(self, index: int) -> None:
-        self._holder = {s: i for s, i in self._holder.items() if i != index}  # their sessions die with it
+        self._lost |= {s for s, i in self._holder.items() if i == index}  # their sessions die with it
+        self._holder = {s: i for s, i in self._holder.items() if i != index}
         ray.kill(self._actors[index], no_restart=True)
         self._actors[index] = self._actor_class.remote(*self._args)
 

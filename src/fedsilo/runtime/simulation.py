@@ -126,6 +126,7 @@ class WorkerPool:
         self._call_id = 0
         self._sizes: dict[str, int] = {}
         self._holder: dict[str, int] = {}  # silo -> index of the worker holding its secagg session
+        self._lost: set[str] = set()  # silos whose session died with a replaced worker (since their last fit)
         self._start_timeout = start_timeout
         threads = max(1, (os.cpu_count() or 1) // workers)
         per_worker = cache_bytes // max(workers, 1)  # the budget is for all workers together
@@ -192,7 +193,8 @@ class WorkerPool:
             )
 
     def _replace(self, worker: _Worker) -> _Worker:
-        self._holder = {s: i for s, i in self._holder.items() if i != worker.index}  # their sessions die with it
+        self._lost |= {s for s, i in self._holder.items() if i == worker.index}  # their sessions die with it
+        self._holder = {s: i for s, i in self._holder.items() if i != worker.index}
         worker.stop(kill=True)
         fresh = _Worker(self._ctx, self._setup, worker.index)
         self._await_ready(fresh, self._start_timeout)
@@ -246,7 +248,10 @@ class WorkerPool:
                 silo = pending.popleft()
                 worker.silo = silo
                 worker.next_slot ^= 1
-                worker.conn.send((kind, call_id, silo, self._silos[silo], buffer, worker.next_slot, rnd, instructions))
+                with contextlib.suppress(OSError):  # a worker dead since the last call: its pipe reads EOF below
+                    worker.conn.send(
+                        (kind, call_id, silo, self._silos[silo], buffer, worker.next_slot, rnd, instructions)
+                    )
                 busy[worker.conn] = worker
 
         try:
@@ -287,15 +292,23 @@ class WorkerPool:
     def exchange(
         self, step: str, messages: Mapping[str, bytes], timeout: float, max_reply_bytes: int
     ) -> Iterator[ExchangeRes | Failure]:
-        """A protocol step, each silo's message sent to the worker that trained it this round."""
+        """A protocol step, each silo's message sent to the worker that trained it this round.
+
+        A silo that never kept a session is told so (``error``, as the silo itself says over any
+        other transport); one whose session died with its worker is ``disconnected``.
+        """
         self._call_id += 1
         routes = {s: self._workers[i] for s, i in self._holder.items() if s in messages}
-        yield from pipe_exchange(routes, step, messages, self._call_id, timeout, max_reply_bytes, self._replace)
+        for silo in messages.keys() - routes.keys() - self._lost:
+            yield Failure(silo, f"no secure-aggregation session for step '{step}' (no secagg fit on this silo)")
+        known = {s: m for s, m in messages.items() if s in routes or s in self._lost}
+        yield from pipe_exchange(routes, step, known, self._call_id, timeout, max_reply_bytes, self._replace)
 
     def _reply(self, msg: tuple[Any, ...], slot: int, index: int) -> FitRes | EvaluateRes | Failure:
         if msg[0] == "fit":
             _, _, silo, n, metrics, kept = msg
             self._sizes[silo] = n
+            self._lost.discard(silo)  # a new fit: whatever session it lost is void anyway
             if kept:  # secure aggregation: the update stays in this worker, whose steps come next
                 self._holder[silo] = index
                 return FitRes(silo, {}, n, metrics)
