@@ -39,7 +39,6 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import LINEAR_TASK, write_silo_folder
 from fedsilo.server.uplink import receive_fit
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.silo.task import TaskModule
@@ -55,6 +54,7 @@ from fedsilo.wire.messages import (
     FitIns,
     FitRes,
 )
+from helpers import LINEAR_TASK, attached_pool, write_silo_folder
 
 SIZES = {"a": 12, "b": 20, "c": 16, "odd": 10, "doomed": 8}  # odd misbehaves on cue; doomed dies once
 GOOD = ("a", "b", "c")  # also the secure-aggregation group
@@ -103,8 +103,6 @@ def _build(kind: str, folders: dict[str, Path], params: Any, root: Path) -> Any:
 
         return UnderTest(InProcessTransport({name: agent(name, f) for name, f in folders.items()}))
     if kind == "pool":
-        from helpers import attached_pool
-
         silos = {name: [f] for name, f in folders.items()}
         return UnderTest(attached_pool(LINEAR_TASK, silos, params, root / "store", seed=0, workers=2, device="cpu"))
     if kind == "ray":
