@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -83,13 +83,16 @@ def agent(name: str, folder: Path) -> SiloAgent:
 
 
 @pytest.fixture(scope="module", params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest, folders: dict[str, Path], params: Any) -> Iterator[Any]:
-    """One transport over all the silos, built once for the module; ``transport.kind`` names it."""
-    kind = request.param
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def transport(kind: str, folders: dict[str, Path], params: Any) -> Iterator[Any]:
+    """One transport of ``kind`` over all the silos, built once for the module."""
     root = folders["a"].parents[1] / kind
     root.mkdir()
     built = _build(kind, folders, params, root)
-    built.kind = kind
     try:
         assert sorted(built.available()) == sorted(SIZES)
         yield built
@@ -101,17 +104,17 @@ def _build(kind: str, folders: dict[str, Path], params: Any, root: Path) -> Any:
     if kind == "inproc":
         from fedsilo.transport.inproc import InProcessTransport
 
-        return UnderTest(InProcessTransport({name: agent(name, f) for name, f in folders.items()}))
+        return InProcessTransport({name: agent(name, f) for name, f in folders.items()})
     if kind == "pool":
         silos = {name: [f] for name, f in folders.items()}
-        return UnderTest(attached_pool(LINEAR_TASK, silos, params, root / "store", seed=0, workers=2, device="cpu"))
+        return attached_pool(LINEAR_TASK, silos, params, root / "store", seed=0, workers=2, device="cpu")
     if kind == "ray":
         pytest.importorskip("ray", reason="the ray extra is not installed")
         from fedsilo.runtime.ray import RayTransport
 
         ray_transport = RayTransport(LINEAR_TASK, {n: [f] for n, f in folders.items()}, 0, workers=2, device="cpu")
         ray_transport.attach(root / "store")
-        return UnderTest(ray_transport)
+        return ray_transport
     pytest.importorskip("grpc", reason="the deploy extra is not installed")
     from fedsilo.experiment.config import load_config
     from fedsilo.runtime.processes import start_processes
@@ -129,18 +132,7 @@ def _build(kind: str, folders: dict[str, Path], params: Any, root: Path) -> Any:
     (root / "experiment.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     config, _ = load_config(root / "experiment.yaml")
     (root / "run").mkdir()
-    return UnderTest(start_processes(config, RunDir(root / "run")))
-
-
-class UnderTest:
-    """A transport under test, with its kind (for the one case that does not apply to in-process)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.kind = ""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    return start_processes(config, RunDir(root / "run"))
 
 
 @contextmanager
@@ -170,7 +162,8 @@ def recorded(reply: FitRes | Failure, params: Any) -> FitRes | Failure:
     return got.result if got.result is not None else Failure(reply.silo, got.rejected or "", "rejected")
 
 
-def fit(transport: Any, silos: Iterable[str], params: Any, timeout: float, ins: FitInstructions = INSTRUCTIONS) -> dict:
+def fit(transport: Any, silos: Sequence[str], params: Any, timeout: float, ins: FitInstructions = INSTRUCTIONS) -> dict:
+    """Round 1's fit replies by silo (one per silo, whatever happened to it)."""
     replies = [settled(r) for r in transport.fit(list(silos), FitIns(1, params, ins), timeout)]
     assert sorted(r.silo for r in replies) == sorted(silos), "one reply per silo"
     return {r.silo: r for r in replies}
@@ -200,6 +193,7 @@ def advertise(silos: Iterable[str], rnd: int, params: Any) -> dict[str, bytes]:
 
 def secagg_fit(transport: Any, rnd: int, params: Any, folders: dict[str, Path]) -> None:
     """A fit that keeps each update in its silo's session (and replies with examples only)."""
+    pytest.importorskip("cryptography", reason="secure aggregation needs the deploy extra")
     ins = FitInstructions(INSTRUCTIONS.train, secagg=SecAggRequest())
     replies = [settled(r) for r in transport.fit(list(GOOD), FitIns(rnd, params, ins), PATIENT_S)]
     for reply in replies:
@@ -269,18 +263,18 @@ def test_a_silo_whose_code_raises_is_an_error(transport, folders, params) -> Non
 
 
 @pytest.mark.parametrize("marker", ["NAN", "BAD_SHAPE", "HUGE"])
-def test_an_invalid_or_oversize_update_is_rejected(transport, folders, params, marker) -> None:
+def test_an_invalid_or_oversize_update_is_rejected(kind, transport, folders, params, marker) -> None:
     started = time.monotonic()
     with misbehaving(folders["odd"], marker):
         replies = fit(transport, ["odd"], params, PATIENT_S)
     assert time.monotonic() - started < PATIENT_S / 3  # decided when the update came, not at the deadline
     reply = recorded(replies["odd"], params)
     assert isinstance(reply, Failure) and reply.kind == "rejected", reply
-    if transport.kind in ("pool", "grpc") and marker == "HUGE":  # refused before it reached the server's check
+    if kind in ("pool", "grpc") and marker == "HUGE":  # refused before it reached the server's check
         assert replies["odd"].kind == "rejected"
 
 
-def test_a_silo_slower_than_the_deadline_times_out_and_the_others_answer(transport, folders, params) -> None:
+def test_a_silo_slower_than_the_deadline_times_out_and_the_others_answer(kind, transport, folders, params) -> None:
     started, arrived = time.monotonic(), {}
     with misbehaving(folders["odd"], "SLEEP_ONCE", str(SLOW_S)):
         replies = {}
@@ -289,12 +283,12 @@ def test_a_silo_slower_than_the_deadline_times_out_and_the_others_answer(transpo
     assert sorted(replies) == ["a", "odd"]
     assert_same_fit(recorded(replies["a"], params), agent("a", folders["a"]).fit(FitIns(1, params, INSTRUCTIONS)))
     assert isinstance(replies["odd"], Failure) and replies["odd"].kind == "timeout", replies["odd"]
-    if transport.kind != "inproc":  # in-process calls cannot be interrupted: a late reply becomes a timeout
+    if kind != "inproc":  # in-process calls cannot be interrupted: a late reply becomes a timeout
         assert arrived["odd"] < SLOW_S - 0.5  # given at the deadline, not when the silo got round to it
 
 
-def test_a_silo_whose_process_dies_is_disconnected(transport, folders, params) -> None:
-    if transport.kind == "inproc":
+def test_a_silo_whose_process_dies_is_disconnected(kind, transport, folders, params) -> None:
+    if kind == "inproc":
         pytest.skip(
             "does not apply in-process: the silo runs in the test's own process, so a silo that exits would "
             "end the test run; there is no silo process to lose"
