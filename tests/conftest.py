@@ -7,32 +7,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-TASKS = Path(__file__).resolve().parent / "tasks"
-LINEAR_TASK = TASKS / "linear_numpy.py"
-TORCH_TASK = TASKS / "tiny_torch.py"
-TRUE_W = np.array([1.5, -2.0, 0.5, 1.0])
-
-
-def silo_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` samples of 4 float32 features with a (nearly) linearly separable int64 label."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 4)).astype(np.float32)
-    y = (x @ TRUE_W + 0.25 > 0).astype(np.int64)
-    return x, y
-
-
-def write_silo_folder(folder: Path, n_train: int, n_test: int = 10, seed: int = 0) -> Path:
-    """``<folder>/train.npz`` and ``<folder>/test.npz`` with arrays x and y, as load_split reads them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    x, y = silo_arrays(n_train + n_test, seed)
-    np.savez(folder / "train.npz", x=x[:n_train], y=y[:n_train])
-    np.savez(folder / "test.npz", x=x[n_train:], y=y[n_train:])
-    return folder
+from helpers import LINEAR_TASK, TORCH_TASK, write_silo_folder
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -157,6 +157,18 @@ def test_a_dead_holder_drops_the_sessions_it_held_and_the_others_answer() -> Non
     assert dispatcher.holder == {"y": 1}
     (again,) = dispatcher.exchange("step", {"x": b""}, 5, 100, lambda s, m: Work(s, "exchange"))
     assert isinstance(again, Failure) and again.reason.startswith("its worker was replaced since it trained")
+    assert again.kind == "disconnected"
+    secure_fits(backend, dispatcher, "x")  # x trains again: its new session is found
+    (fresh,) = dispatcher.exchange("step", {"x": b""}, 5, 100, lambda s, m: Work(s, "exchange"))
+    assert isinstance(fresh, ExchangeRes)
+
+
+def test_a_silo_that_never_kept_a_session_is_an_error_as_its_own_agent_says() -> None:
+    """Not a disconnect: nothing died; the silo was never asked to keep its update (the contract test's case)."""
+    dispatcher = Dispatcher(FakeBackend(1))
+    (reply,) = dispatcher.exchange("advertise", {"w": b""}, 5, 100, lambda s, m: Work(s, "exchange"))
+    assert isinstance(reply, Failure) and reply.kind == "error"
+    assert reply.reason == "no secure-aggregation session for step 'advertise' (no secagg fit this round on this silo)"
 
 
 def test_an_exchange_reply_over_the_limit_is_rejected() -> None:

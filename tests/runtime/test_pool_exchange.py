@@ -1,8 +1,8 @@
 """WorkerPool.exchange through the real worker pool: each step reaches the worker that trained the silo.
 
 Two workers, three silos: after a secagg fit, every silo's advertise step is answered by its own
-session; when one worker's process is killed between the fit and the step, the silos it held are
-reported as disconnected and the others still answer.
+session; when one worker's process is killed between the fit and the step (dead before the step
+is sent to it), the silos it held are reported as disconnected and the others still answer.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def test_steps_reach_the_worker_holding_each_session(tmp_path: Path, linear_task
             holders = pool._dispatch.holder
             lost = {s for s, i in holders.items() if i == holders["a"]}
             os.kill(pool._workers.processes[holders["a"]].process.pid, signal.SIGKILL)
+            pool._workers.processes[holders["a"]].process.join(10)  # dead before the step is sent: its pipe is broken
         replies = {r.silo: r for r in pool.exchange("advertise", advertise_messages(params), 30, 10_000)}
         assert set(replies) == set(NAMES)
         for i, name in enumerate(NAMES):

@@ -152,6 +152,23 @@ def test_a_dead_workers_failure_names_its_exit_code(tmp_path: Path, linear_task:
     assert no_workers_left()
 
 
+def test_a_worker_killed_between_calls_is_a_disconnect_and_the_pool_goes_on(
+    tmp_path: Path, linear_task: Path, write_silo
+) -> None:
+    # Dead before the next call is sent to it (its pipe is broken): that call must not raise.
+    folders = {name: [write_silo(tmp_path / name, 5, seed=i)] for i, name in enumerate(("a", "b", "c"))}
+    params = TaskModule.load(linear_task).initial_parameters(0)
+    ins = FitIns(1, params, FitInstructions(TrainSettings(seed=1)))
+    with attached_pool(linear_task, folders, params, tmp_path / "store", 0, 2, "cpu") as pool:
+        assert all(isinstance(r, FitRes) for r in pool.fit(["a", "b", "c"], ins, timeout=60))
+        pool._workers.processes[0].process.kill()
+        pool._workers.processes[0].process.join(10)
+        kinds = sorted(getattr(r, "kind", "ok") for r in pool.fit(["a", "b", "c"], ins, timeout=60))
+        assert kinds == ["disconnected", "ok", "ok"]  # the silo sent to the dead worker; it was replaced
+        assert all(isinstance(r, FitRes) for r in pool.fit(["a", "b", "c"], ins, timeout=60))
+    assert no_workers_left()
+
+
 def test_closing_while_a_reply_view_is_still_held_is_quiet(tmp_path: Path, linear_task: Path, write_silo) -> None:
     # close() means to tolerate a caller that still holds a reply (its arrays are views into the
     # pool's shared memory): "it goes when they do". That must not surface later as an exception

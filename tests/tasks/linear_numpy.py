@@ -9,6 +9,8 @@ failure paths with real components (read at call time, so a test can add or remo
 - ``NAN``: return a model with NaN weights
 - ``NAN_ONCE``: delete it, then return a model with NaN weights (only the first fit)
 - ``BAD_SHAPE``: return weights of the wrong shape
+- ``HUGE``: return the model plus an unexpected 280 kB array (more than any transport lets a
+  silo send over the model's size)
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def _misbehave(folder: Path | None) -> str | None:
     if (folder / "NAN_ONCE").exists():
         (folder / "NAN_ONCE").unlink()
         return "NAN"
-    for marker in ("NAN", "BAD_SHAPE"):
+    for marker in ("NAN", "BAD_SHAPE", "HUGE"):
         if (folder / marker).exists():
             return marker
     return None
@@ -94,9 +96,12 @@ def train(
     new = {"w": w.astype(np.float32), "b": b.astype(np.float32)}
     if mode == "NAN":
         new["w"][0, 0] = np.nan
-    elif mode == "BAD_SHAPE":
+    metrics = {"train_loss": _loss(new, x, y)}  # before the shape is spoilt: the task itself does not fail
+    if mode == "BAD_SHAPE":
         new["w"] = np.zeros((FEATURES + 1, CLASSES), dtype=np.float32)
-    return new, {"train_loss": _loss(new, x, y)}
+    elif mode == "HUGE":
+        new["padding"] = np.zeros(70_000, dtype=np.float32)
+    return new, metrics
 
 
 def evaluate(params: dict[str, np.ndarray], data: SiloData) -> tuple[float, dict[str, float]]:

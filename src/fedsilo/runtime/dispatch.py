@@ -29,6 +29,7 @@ from typing import Generic, Protocol, TypeVar
 from fedsilo.wire.messages import EvaluateRes, ExchangeRes, Failure, FitRes
 
 Reply = FitRes | EvaluateRes | ExchangeRes | Failure
+NO_SESSION = "no secure-aggregation session for step '{step}' (no secagg fit this round on this silo)"
 W = TypeVar("W")  # a backend's description of one job (a pipe message, a Ray call)
 W_contra = TypeVar("W_contra", contravariant=True)
 H = TypeVar("H", bound=Hashable)  # what a backend waits on while a job runs (a pipe, an object ref)
@@ -78,6 +79,7 @@ class Dispatcher(Generic[W, H]):
         self.backend = backend
         self.sizes: dict[str, int] = {}  # silo -> examples its last fit reported: the order of free jobs
         self.holder: dict[str, int] = {}  # silo -> the worker holding its secure-aggregation session
+        self.lost: set[str] = set()  # silos whose session died with a replaced worker (until they fit again)
 
     def run(self, jobs: Sequence[Job[W]], timeout: float, deadline: str = "round") -> Iterator[Reply]:
         """Yield one reply per job, as they arrive, all within ``timeout`` (``deadline`` names it)."""
@@ -93,8 +95,10 @@ class Dispatcher(Generic[W, H]):
     ) -> Iterator[ExchangeRes | Failure]:
         """A protocol step: each silo's message, as ``work(silo, message)``, to the worker holding its session."""
         for silo in messages:
-            if silo not in self.holder:
+            if silo in self.lost:
                 yield Failure(silo, "its worker was replaced since it trained: the session is gone", "disconnected")
+            elif silo not in self.holder:  # as the silo's own agent answers, in every transport
+                yield Failure(silo, NO_SESSION.format(step=step), "error")
         jobs = [Job(s, work(s, m), self.holder[s]) for s, m in messages.items() if s in self.holder]
         for reply in self.run(jobs, timeout, "step"):
             assert isinstance(reply, ExchangeRes | Failure), "an exchange job answers with an exchange reply"
@@ -107,13 +111,15 @@ class Dispatcher(Generic[W, H]):
         """Learn from a reply: a fit's size, and whether its update stayed in the worker (secure aggregation)."""
         if isinstance(reply, FitRes):
             self.sizes[reply.silo] = reply.num_examples
+            self.lost.discard(reply.silo)
             if reply.parameters:
                 self.holder.pop(reply.silo, None)
             else:
                 self.holder[reply.silo] = index
 
     def replace(self, index: int) -> None:
-        self.holder = {s: i for s, i in self.holder.items() if i != index}  # their sessions die with it
+        self.lost |= {s for s, i in self.holder.items() if i == index}  # their sessions die with it
+        self.holder = {s: i for s, i in self.holder.items() if i != index}
         self.backend.replace(index)
 
 

@@ -170,7 +170,8 @@ class PoolWorkers:
         if isinstance(work, FitJob):
             worker.slot ^= 1
             work = replace(work, slot=worker.slot)
-        worker.conn.send(work)
+        with contextlib.suppress(OSError):  # a worker that died since its last job: reply() reads EOF
+            worker.conn.send(work)
         return worker.conn
 
     def wait(self, running: Sequence[connection.Connection], timeout: float) -> Sequence[connection.Connection]:

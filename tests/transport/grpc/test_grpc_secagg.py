@@ -136,18 +136,20 @@ class HandSilo:
         self.channel = grpc.secure_channel(f"127.0.0.1:{port}", creds, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.OrchestratorStub(self.channel)
         self.md = [(CREDENTIAL_KEY, kit.credential), (SILO_KEY, name)]
-        self.tasks: list[pb.Task] = []
+        self.tasks: list[pb.Assignment] = []
         self.session = self.stub.Session(pb.Hello(protocol=PROTOCOL), metadata=self.md)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         with contextlib.suppress(grpc.RpcError):
             for event in self.session:
-                if event.HasField("task"):
-                    self.tasks.append(event.task)
+                if event.HasField("assignment"):
+                    self.tasks.append(event.assignment)
 
-    def upload(self, task: pb.Task, data: bytes) -> pb.UploadAck:
-        head = pb.UploadHeader(task_id=task.task_id, total_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    def upload(self, task: pb.Assignment, data: bytes) -> pb.UploadAck:
+        head = pb.UploadHeader(
+            assignment_id=task.assignment_id, total_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+        )
         return self.stub.Upload(iter([pb.UploadPart(header=head), pb.UploadPart(data=data)]), metadata=self.md)
 
     def close(self) -> None:
@@ -170,20 +172,22 @@ def test_a_step_message_reaches_only_its_silo_and_replies_are_bounded(kits: Path
     for call in (  # a, with its own certificate, reaching for b's message and b's task
         lambda: list(a.stub.Download(pb.DownloadRequest(model_id=task_b.model_id), metadata=a.md)),
         lambda: a.upload(task_b, b"forged"),
-        lambda: a.stub.Submit(pb.Result(task_id=task_b.task_id), metadata=a.md),
+        lambda: a.stub.Submit(pb.Result(assignment_id=task_b.assignment_id), metadata=a.md),
     ):
         with pytest.raises(grpc.RpcError) as info:
             call()
         assert info.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND)
-    with pytest.raises(grpc.RpcError) as info:  # over the step's reply bound of 64 bytes
+    with pytest.raises(grpc.RpcError) as info:  # over the step's reply bound of 64 bytes: b is out of this step
         b.upload(task_b, b"x" * 65)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert b.stub.Submit(pb.Result(task_id=task_b.task_id, failure="cannot answer"), metadata=b.md).accepted
+    with pytest.raises(grpc.RpcError) as info:
+        b.stub.Submit(pb.Result(assignment_id=task_b.assignment_id, failure="cannot answer"), metadata=b.md)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert a.upload(task_a, b"a's answer").complete
-    assert a.stub.Submit(pb.Result(task_id=task_a.task_id), metadata=a.md).accepted
+    assert a.stub.Submit(pb.Result(assignment_id=task_a.assignment_id), metadata=a.md).accepted
     worker.join(20)
     by_silo = {r.silo: r for r in replies}
     assert by_silo["a"] == ExchangeRes("a", "share_keys", b"a's answer")
-    assert by_silo["b"] == Failure("b", "cannot answer")
+    assert by_silo["b"] == Failure("b", "share_keys reply of 65 bytes is over 64", "rejected")
     a.close()
     b.close()

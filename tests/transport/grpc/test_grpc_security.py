@@ -131,8 +131,8 @@ def test_a_valid_silo_cannot_act_for_another(kits: Path, server) -> None:
     task = hub.assign("b", "fit", 1, model_id, 100, lambda t: pb.Event(ping=pb.Ping()))
     assert task is not None
     for call in (
-        lambda: stub.Submit(pb.Result(task_id=task.id, num_examples=10**6), metadata=as_b, timeout=5),
-        lambda: stub.UploadStatus(pb.TaskRef(task_id=task.id), metadata=as_b, timeout=5),
+        lambda: stub.Submit(pb.Result(assignment_id=task.id, num_examples=10**6), metadata=as_b, timeout=5),
+        lambda: stub.UploadStatus(pb.AssignmentRef(assignment_id=task.id), metadata=as_b, timeout=5),
         lambda: list(stub.Download(pb.DownloadRequest(model_id=model_id), metadata=as_b, timeout=5)),
     ):
         with pytest.raises(grpc.RpcError) as info:

@@ -14,16 +14,16 @@ class Hello(_message.Message):
     def __init__(self, protocol: _Optional[int] = ..., task_sha256: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("welcome", "task", "ping", "done")
+    __slots__ = ("welcome", "assignment", "ping", "done")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
-    TASK_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
-    task: Task
+    assignment: Assignment
     ping: Ping
     done: Done
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("experiment", "heartbeat_s", "server_time", "chunk_bytes")
@@ -37,9 +37,9 @@ class Welcome(_message.Message):
     chunk_bytes: int
     def __init__(self, experiment: _Optional[str] = ..., heartbeat_s: _Optional[float] = ..., server_time: _Optional[float] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
 
-class Task(_message.Message):
-    __slots__ = ("task_id", "kind", "round", "config_json", "model_id", "model_bytes", "model_sha256", "max_upload_bytes", "step")
-    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+class Assignment(_message.Message):
+    __slots__ = ("assignment_id", "kind", "round", "config_json", "model_id", "model_bytes", "model_sha256", "max_upload_bytes", "step")
+    ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -48,7 +48,7 @@ class Task(_message.Message):
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
-    task_id: str
+    assignment_id: str
     kind: str
     round: int
     config_json: str
@@ -57,7 +57,7 @@ class Task(_message.Message):
     model_sha256: str
     max_upload_bytes: int
     step: str
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ..., model_id: _Optional[str] = ..., model_bytes: _Optional[int] = ..., model_sha256: _Optional[str] = ..., max_upload_bytes: _Optional[int] = ..., step: _Optional[str] = ...) -> None: ...
+    def __init__(self, assignment_id: _Optional[str] = ..., kind: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ..., model_id: _Optional[str] = ..., model_bytes: _Optional[int] = ..., model_sha256: _Optional[str] = ..., max_upload_bytes: _Optional[int] = ..., step: _Optional[str] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ("server_time",)
@@ -88,16 +88,16 @@ class Chunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("task_id", "total_bytes", "sha256", "offset")
-    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("assignment_id", "total_bytes", "sha256", "offset")
+    ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
-    task_id: str
+    assignment_id: str
     total_bytes: int
     sha256: str
     offset: int
-    def __init__(self, task_id: _Optional[str] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+    def __init__(self, assignment_id: _Optional[str] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class UploadPart(_message.Message):
     __slots__ = ("header", "data")
@@ -115,25 +115,25 @@ class UploadAck(_message.Message):
     complete: bool
     def __init__(self, received: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...
 
-class TaskRef(_message.Message):
-    __slots__ = ("task_id",)
-    TASK_ID_FIELD_NUMBER: _ClassVar[int]
-    task_id: str
-    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+class AssignmentRef(_message.Message):
+    __slots__ = ("assignment_id",)
+    ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    assignment_id: str
+    def __init__(self, assignment_id: _Optional[str] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("task_id", "num_examples", "loss", "metrics_json", "failure")
-    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("assignment_id", "num_examples", "loss", "metrics_json", "failure")
+    ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
-    task_id: str
+    assignment_id: str
     num_examples: int
     loss: float
     metrics_json: str
     failure: str
-    def __init__(self, task_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., loss: _Optional[float] = ..., metrics_json: _Optional[str] = ..., failure: _Optional[str] = ...) -> None: ...
+    def __init__(self, assignment_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., loss: _Optional[float] = ..., metrics_json: _Optional[str] = ..., failure: _Optional[str] = ...) -> None: ...
 
 class SubmitAck(_message.Message):
     __slots__ = ("accepted", "reason")

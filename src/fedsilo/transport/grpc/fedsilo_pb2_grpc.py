@@ -51,7 +51,7 @@ class OrchestratorStub:
                 _registered_method=True)
         self.UploadStatus = channel.unary_unary(
                 '/fedsilo.v1.Orchestrator/UploadStatus',
-                request_serializer=fedsilo_dot_transport_dot_grpc_dot_fedsilo__pb2.TaskRef.SerializeToString,
+                request_serializer=fedsilo_dot_transport_dot_grpc_dot_fedsilo__pb2.AssignmentRef.SerializeToString,
                 response_deserializer=fedsilo_dot_transport_dot_grpc_dot_fedsilo__pb2.UploadAck.FromString,
                 _registered_method=True)
         self.Submit = channel.unary_unary(
@@ -70,7 +70,7 @@ class OrchestratorServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Session(self, request, context):
-        """Opened by a silo and kept open; the server pushes Welcome, then Tasks and Pings, then Done.
+        """Opened by a silo and kept open; the server pushes Welcome, then Assignments and Pings, then Done.
         Its end tells the server at once that the silo is gone.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -78,7 +78,7 @@ class OrchestratorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Download(self, request, context):
-        """A task's global model, from a byte offset.
+        """An assignment's global model, from a byte offset.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,14 +92,14 @@ class OrchestratorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadStatus(self, request, context):
-        """How many bytes of a task's upload the server holds (to resume an interrupted upload).
+        """How many bytes of an assignment's upload the server holds (to resume an interrupted upload).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Submit(self, request, context):
-        """A task's result (examples, loss, metrics, or a failure); a fit's arrays are uploaded first.
+        """An assignment's result (examples, loss, metrics, or a failure); a fit's arrays are uploaded first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,7 +132,7 @@ def add_OrchestratorServicer_to_server(servicer, server):
             ),
             'UploadStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.UploadStatus,
-                    request_deserializer=fedsilo_dot_transport_dot_grpc_dot_fedsilo__pb2.TaskRef.FromString,
+                    request_deserializer=fedsilo_dot_transport_dot_grpc_dot_fedsilo__pb2.AssignmentRef.FromString,
                     response_serializer=fedsilo_dot_transport_dot_grpc_dot_fedsilo__pb2.UploadAck.SerializeToString,
             ),
             'Submit': grpc.unary_unary_rpc_method_handler(
@@ -252,7 +252,7 @@ class Orchestrator:
             request,
             target,
             '/fedsilo.v1.Orchestrator/UploadStatus',
-            fedsilo_dot_transport_dot_grpc_dot_fedsilo__pb2.TaskRef.SerializeToString,
+            fedsilo_dot_transport_dot_grpc_dot_fedsilo__pb2.AssignmentRef.SerializeToString,
             fedsilo_dot_transport_dot_grpc_dot_fedsilo__pb2.UploadAck.FromString,
             options,
             channel_credentials,

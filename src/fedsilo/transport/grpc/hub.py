@@ -1,9 +1,11 @@
 """The server's shared state between gRPC handler threads and the round loop.
 
 Sessions (who is connected), the models being broadcast this round (serialized once, shared by
-every silo's download), the tasks handed out and the uploads being received. Everything here is
-bounded: a task's upload is allocated at its declared size, which may not exceed the model's
-size plus a small allowance, and it is freed as soon as its result is taken.
+every silo's download), the assignments handed out (one silo's work in a round: a fit, an
+evaluation or a secure-aggregation step) and the uploads being received. Everything here is
+bounded: an assignment's upload is allocated at its declared size, which may not exceed its
+``max_upload`` (a header over it ends the assignment as rejected), and it is freed as soon as
+its result is taken.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ class Upload:
 
 
 @dataclass
-class Task:
+class Assignment:
+    """One silo's work in one call of the round loop, and its upload in progress."""
+
     id: str
     silo: str
     kind: str  # fit | evaluate | secagg
@@ -65,7 +69,7 @@ class Hub:
         self._left: dict[str, float] = {}
         self._seen: set[str] = set()
         self._models: dict[str, bytes] = {}
-        self._tasks: dict[str, Task] = {}
+        self._assignments: dict[str, Assignment] = {}
         self.results: queue.Queue[tuple[str, Reply]] = queue.Queue()
         self._notify = notify or (lambda _message: None)
 
@@ -115,7 +119,7 @@ class Hub:
             s.events.put(event)
         return sessions
 
-    # --- models and tasks -----------------------------------------------------------------
+    # --- models and assignments------------------------------------------------------------
     def add_model(self, data: bytes) -> str:
         model_id = uuid.uuid4().hex
         with self._lock:
@@ -133,52 +137,54 @@ class Hub:
         round: int,
         model_id: str,
         max_upload: int,
-        event: Callable[[Task], object],
+        event: Callable[[Assignment], object],
         step: str = "",
-    ) -> Task | None:
-        """Hand ``silo`` a task (pushed on its session), or None when it is not connected."""
-        task = Task(uuid.uuid4().hex, silo, kind, round, model_id, max_upload, step=step)
+    ) -> Assignment | None:
+        """Hand ``silo`` an assignment (pushed on its session), or None when it is not connected."""
+        job = Assignment(uuid.uuid4().hex, silo, kind, round, model_id, max_upload, step=step)
         with self._lock:
             session = self._sessions.get(silo)
             if session is None:
                 return None
-            self._tasks[task.id] = task
-        session.events.put(event(task))
-        return task
+            self._assignments[job.id] = job
+        session.events.put(event(job))
+        return job
 
-    def task_for(self, silo: str, task_id: str) -> Task | str:
-        """The open task ``task_id`` of ``silo``, or why there is none (a silo cannot touch another's task)."""
+    def assignment_for(self, silo: str, assignment_id: str) -> Assignment | str:
+        """The open assignment of ``silo`` with that id, or why there is none (a silo cannot touch another's)."""
         with self._lock:
-            task = self._tasks.get(task_id)
-        if task is None or task.finished:
-            return "no such task open (the round may be over)"
-        if task.silo != silo:
-            return f"task {task_id} belongs to another silo, not to '{silo}'"
-        return task
+            job = self._assignments.get(assignment_id)
+        if job is None or job.finished:
+            return "no such assignment open (the round may be over)"
+        if job.silo != silo:
+            return f"assignment {assignment_id} belongs to another silo, not to '{silo}'"
+        return job
 
     def model_for(self, silo: str, model_id: str) -> bytes | None:
-        """The model bytes, only for a silo holding an open task on them."""
+        """The model bytes, only for a silo holding an open assignment on them."""
         with self._lock:
-            if not any(t.silo == silo and t.model_id == model_id and not t.finished for t in self._tasks.values()):
+            if not any(
+                a.silo == silo and a.model_id == model_id and not a.finished for a in self._assignments.values()
+            ):
                 return None
             return self._models.get(model_id)
 
-    def upload_for(self, task: Task, total: int, sha256: str) -> Upload:
-        """The task's upload in progress when it is the same transfer; else a fresh one."""
+    def upload_for(self, job: Assignment, total: int, sha256: str) -> Upload:
+        """The assignment's upload in progress when it is the same transfer; else a fresh one."""
         with self._lock:
-            up = task.upload
+            up = job.upload
             if up is None or up.total != total or up.sha256 != sha256:
-                up = task.upload = Upload(total, sha256, bytearray(total))
+                up = job.upload = Upload(total, sha256, bytearray(total))
             return up
 
-    def finish(self, task: Task, reply: Reply | None) -> bool:
-        """Close ``task`` (its upload is freed); its reply, if any, goes to the round. False if already closed."""
+    def finish(self, job: Assignment, reply: Reply | None) -> bool:
+        """Close ``job`` (its upload is freed); its reply, if any, goes to the round. False if already closed."""
         with self._lock:
-            if task.finished:
+            if job.finished:
                 return False
-            task.finished = True
-            task.upload = None
-            self._tasks.pop(task.id, None)
+            job.finished = True
+            job.upload = None
+            self._assignments.pop(job.id, None)
         if reply is not None:
-            self.results.put((task.id, reply))
+            self.results.put((job.id, reply))
         return True

@@ -20,7 +20,7 @@ import grpc
 from fedsilo.errors import ConnectionFailed
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
-from fedsilo.transport.grpc.hub import Hub, Notify, Reply, Task
+from fedsilo.transport.grpc.hub import Assignment, Hub, Notify, Reply
 from fedsilo.transport.grpc.servicer import CheckCredential, Servicer
 from fedsilo.transport.grpc.wire import SERVER_OPTIONS, Tls, server_credentials
 from fedsilo.wire.arrays import ArrayDict, to_bytes
@@ -85,40 +85,40 @@ class GrpcServerTransport:
         """One secure-aggregation step: each silo downloads only its own message and uploads its reply.
 
         The same machinery as a fit (chunks, resumable transfers, SHA-256, deadlines, a silo may touch
-        only its own task), with the reply bounded by ``max_reply_bytes``.
+        only its own assignment), with the reply bounded by ``max_reply_bytes``.
         """
 
-        def event(task: Task, data: bytes) -> Any:
+        def event(job: Assignment, data: bytes) -> Any:
             return pb.Event(
-                task=pb.Task(
-                    task_id=task.id,
+                assignment=pb.Assignment(
+                    assignment_id=job.id,
                     kind="secagg",
                     config_json="{}",
-                    model_id=task.model_id,
+                    model_id=job.model_id,
                     model_bytes=len(data),
                     model_sha256=hashlib.sha256(data).hexdigest(),
-                    max_upload_bytes=task.max_upload,
+                    max_upload_bytes=job.max_upload,
                     step=step,
                 )
             )
 
-        pending: dict[str, Task] = {}
+        pending: dict[str, Assignment] = {}
         models = []
         try:
             for silo, data in messages.items():
                 models.append(self.hub.add_model(data))
                 make = functools.partial(event, data=data)
-                task = self.hub.assign(silo, "secagg", 0, models[-1], max_reply_bytes, make, step=step)
-                if task is None:
+                job = self.hub.assign(silo, "secagg", 0, models[-1], max_reply_bytes, make, step=step)
+                if job is None:
                     yield Failure(silo, "not connected at this secure-aggregation step", "disconnected")
                 else:
-                    pending[task.id] = task
+                    pending[job.id] = job
             for reply in self._gather(pending, time.monotonic() + timeout):
                 assert isinstance(reply, ExchangeRes | Failure)
                 yield reply
         finally:
-            for task in pending.values():
-                self.hub.finish(task, None)
+            for job in pending.values():
+                self.hub.finish(job, None)
             for model_id in models:
                 self.hub.drop_model(model_id)
 
@@ -129,35 +129,35 @@ class GrpcServerTransport:
         model_id = self.hub.add_model(data)
         digest = hashlib.sha256(data).hexdigest()
 
-        def event(task: Task) -> Any:
+        def event(job: Assignment) -> Any:
             return pb.Event(
-                task=pb.Task(
-                    task_id=task.id,
+                assignment=pb.Assignment(
+                    assignment_id=job.id,
                     kind=kind,
                     round=rnd,
                     config_json=instructions,
                     model_id=model_id,
                     model_bytes=len(data),
                     model_sha256=digest,
-                    max_upload_bytes=task.max_upload,
+                    max_upload_bytes=job.max_upload,
                 )
             )
 
-        pending: dict[str, Task] = {}
+        pending: dict[str, Assignment] = {}
         try:
             for silo in silos:
-                task = self.hub.assign(silo, kind, rnd, model_id, len(data) + UPLOAD_ALLOWANCE, event)
-                if task is None:
+                job = self.hub.assign(silo, kind, rnd, model_id, len(data) + UPLOAD_ALLOWANCE, event)
+                if job is None:
                     yield Failure(silo, "not connected when the round started", "disconnected")
                 else:
-                    pending[task.id] = task
+                    pending[job.id] = job
             yield from self._gather(pending, time.monotonic() + timeout)
         finally:
-            for task in pending.values():
-                self.hub.finish(task, None)
+            for job in pending.values():
+                self.hub.finish(job, None)
             self.hub.drop_model(model_id)
 
-    def _gather(self, pending: dict[str, Task], deadline: float) -> Iterator[Reply]:
+    def _gather(self, pending: dict[str, Assignment], deadline: float) -> Iterator[Reply]:
         """Replies as they come; a silo gone for longer than a reconnect allows, or silent past the deadline, fails.
 
         A transfer that is still moving is not cut off at the deadline: only one that made no
@@ -166,22 +166,22 @@ class GrpcServerTransport:
         grace = 2 * self.heartbeat_s + 1.0
         while pending:
             try:
-                task_id, reply = self.hub.results.get(timeout=0.1)
+                job_id, reply = self.hub.results.get(timeout=0.1)
             except queue.Empty:
                 pass
             else:
-                if pending.pop(task_id, None) is not None:
+                if pending.pop(job_id, None) is not None:
                     yield reply
             now = time.monotonic()
-            for task in list(pending.values()):
-                gone = self.hub.gone_for(task.silo)
+            for job in list(pending.values()):
+                gone = self.hub.gone_for(job.silo)
                 failure = None
                 if gone is not None and gone > grace:
-                    failure = Failure(task.silo, "disconnected during the round", "disconnected")
-                elif now > deadline and not (task.upload and now - task.last_progress < self.stall_timeout_s):
-                    failure = Failure(task.silo, "no reply before the round's deadline", "timeout")
-                if failure is not None and self.hub.finish(task, None):
-                    del pending[task.id]
+                    failure = Failure(job.silo, "disconnected during the round", "disconnected")
+                elif now > deadline and not (job.upload and now - job.last_progress < self.stall_timeout_s):
+                    failure = Failure(job.silo, "no reply before the round's deadline", "timeout")
+                if failure is not None and self.hub.finish(job, None):
+                    del pending[job.id]
                     yield failure
 
     def close(self, reason: str = "the run is over", error: bool = False) -> None:

@@ -2,9 +2,10 @@
 
 Identity is checked on every call: in TLS mode the silo is the common name of the certificate it
 presented (signed by the experiment's CA, or the handshake already failed), and its credential
-must match; a silo can only touch its own tasks. Everything a silo sends is bounded: messages
-by gRPC's size limit, an upload by the model's size, JSON by ``MAX_JSON_BYTES``, open transfers
-by ``TRANSFERS_PER_SILO``.
+must match; a silo can only touch its own assignments. Everything a silo sends is bounded: messages
+by gRPC's size limit, an upload by its assignment's ``max_upload`` (an upload declared larger ends
+the assignment as ``rejected``, decided here and not by the silo), JSON by ``MAX_JSON_BYTES``, open
+transfers by ``TRANSFERS_PER_SILO``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import grpc
 
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
-from fedsilo.transport.grpc.hub import Hub, Reply, Task
+from fedsilo.transport.grpc.hub import Assignment, Hub, Reply
 from fedsilo.transport.grpc.wire import CHUNK_BYTES, CREDENTIAL_KEY, MAX_JSON_BYTES, PROTOCOL, SILO_KEY
 from fedsilo.wire.arrays import views_of
 from fedsilo.wire.messages import EvaluateRes, ExchangeRes, Failure, FitRes, clean_metrics
@@ -83,8 +84,8 @@ class Servicer(pb_grpc.OrchestratorServicer):
             )
         return silo
 
-    def _task(self, context: grpc.ServicerContext, silo: str, task_id: str) -> Task:
-        found = self.hub.task_for(silo, task_id)
+    def _assignment(self, context: grpc.ServicerContext, silo: str, assignment_id: str) -> Assignment:
+        found = self.hub.assignment_for(silo, assignment_id)
         if isinstance(found, str):
             _abort(
                 context, grpc.StatusCode.PERMISSION_DENIED if "another" in found else grpc.StatusCode.NOT_FOUND, found
@@ -132,7 +133,7 @@ class Servicer(pb_grpc.OrchestratorServicer):
         silo = self.identify(context)
         data = self.hub.model_for(silo, request.model_id)
         if data is None:
-            _abort(context, grpc.StatusCode.NOT_FOUND, "no open task of this silo uses that model (round over?)")
+            _abort(context, grpc.StatusCode.NOT_FOUND, "no open assignment of this silo uses that model (round over?)")
         if request.offset > len(data):
             _abort(context, grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} beyond {len(data)} bytes")
         view = memoryview(data)
@@ -152,24 +153,22 @@ class Servicer(pb_grpc.OrchestratorServicer):
         if first is None or not first.HasField("header"):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "an upload starts with its header")
         head = first.header
-        task = self._task(context, silo, head.task_id)
-        if task.kind not in ("fit", "secagg"):
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "only a fit or secagg task uploads")
-        if head.total_bytes > task.max_upload:
-            _abort(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"update of {head.total_bytes} bytes is over this round's limit of {task.max_upload}",
-            )
-        up = self.hub.upload_for(task, head.total_bytes, head.sha256)
+        job = self._assignment(context, silo, head.assignment_id)
+        if job.kind not in ("fit", "secagg"):
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "only a fit or secagg assignment uploads")
+        if head.total_bytes > job.max_upload:  # nothing is allocated: the round gets "rejected" now
+            reason = _over_size(job, head.total_bytes)
+            self.hub.finish(job, Failure(silo, reason, "rejected"))
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+        up = self.hub.upload_for(job, head.total_bytes, head.sha256)
         if not up.lock.acquire(blocking=False):
-            _abort(context, grpc.StatusCode.ABORTED, "another upload of this task is in progress")
+            _abort(context, grpc.StatusCode.ABORTED, "another upload of this assignment is in progress")
         try:
             if head.offset != up.received:
                 return pb.UploadAck(received=up.received, complete=False)  # resume from what we hold
             max_parts = up.total // 1024 + 64  # no flood of tiny messages
             for parts, part in enumerate(request_iterator):
-                if task.finished:
+                if job.finished:
                     _abort(context, grpc.StatusCode.NOT_FOUND, "the round is over")
                 n = len(part.data)
                 if not part.HasField("data") or parts > max_parts or up.received + n > up.total:
@@ -177,22 +176,22 @@ class Servicer(pb_grpc.OrchestratorServicer):
                 up.buf[up.received : up.received + n] = part.data
                 up.hasher.update(part.data)
                 up.received += n
-                task.last_progress = time.monotonic()
+                job.last_progress = time.monotonic()
             if up.received == up.total and not up.complete:
-                self.hub.upload_for(task, 0, "")  # throw the corrupt bytes away; the silo sends again
+                self.hub.upload_for(job, 0, "")  # throw the corrupt bytes away; the silo sends again
                 _abort(context, grpc.StatusCode.DATA_LOSS, "upload checksum mismatch")
             return pb.UploadAck(received=up.received, complete=up.complete)
         finally:
             up.lock.release()
 
-    def UploadStatus(self, request: pb.TaskRef, context: grpc.ServicerContext) -> pb.UploadAck:  # noqa: N802
-        task = self._task(context, self.identify(context), request.task_id)
-        up = task.upload
+    def UploadStatus(self, request: pb.AssignmentRef, context: grpc.ServicerContext) -> pb.UploadAck:  # noqa: N802
+        job = self._assignment(context, self.identify(context), request.assignment_id)
+        up = job.upload
         return pb.UploadAck(received=up.received if up else 0, complete=bool(up and up.complete))
 
     def Submit(self, request: pb.Result, context: grpc.ServicerContext) -> pb.SubmitAck:  # noqa: N802
         silo = self.identify(context)
-        task = self._task(context, silo, request.task_id)
+        job = self._assignment(context, silo, request.assignment_id)
         if len(request.metrics_json) > MAX_JSON_BYTES or len(request.failure) > MAX_JSON_BYTES:
             _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "metrics or failure text too large")
         reply: Reply
@@ -203,23 +202,30 @@ class Servicer(pb_grpc.OrchestratorServicer):
                 metrics = clean_metrics(json.loads(request.metrics_json or "{}"))
             except (json.JSONDecodeError, AttributeError):
                 _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "metrics_json is not a JSON object")
-            if task.kind == "evaluate":
+            if job.kind == "evaluate":
                 reply = EvaluateRes(silo, float(request.loss), int(request.num_examples), metrics)
             else:
-                up = task.upload
+                up = job.upload
                 if up is None or not up.complete:
                     return pb.SubmitAck(accepted=False, reason="upload the parameters first")
-                if task.kind == "secagg":  # the protocol's bytes, parsed by the server's driver as untrusted
-                    reply = ExchangeRes(silo, task.step, bytes(up.buf))
+                if job.kind == "secagg":  # the protocol's bytes, parsed by the server's driver as untrusted
+                    reply = ExchangeRes(silo, job.step, bytes(up.buf))
                 else:
                     reply = _fit_result(silo, up.buf, int(request.num_examples), metrics)
-        self.hub.finish(task, reply)
+        self.hub.finish(job, reply)
         return pb.SubmitAck(accepted=True)
 
     def Probe(self, request: pb.ProbeRequest, context: grpc.ServicerContext) -> pb.ProbeReply:  # noqa: N802
         return pb.ProbeReply(
             experiment=self.experiment, server_time=time.time(), peer=self.identify(context), protocol=PROTOCOL
         )
+
+
+def _over_size(job: Assignment, declared: int) -> str:
+    """Why an upload is refused, naming both sizes (worded as the other transports word it)."""
+    if job.kind == "secagg":
+        return f"{job.step} reply of {declared} bytes is over {job.max_upload}"
+    return f"update of {declared} bytes is over this round's limit of {job.max_upload} (the model's size + allowance)"
 
 
 def _fit_result(silo: str, data: bytearray, num_examples: int, metrics: dict[str, float]) -> FitRes | Failure:

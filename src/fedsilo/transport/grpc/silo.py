@@ -1,9 +1,10 @@
-"""The silo's side: connect out to the server, hold a session, and answer its tasks with a silo endpoint.
+"""The silo's side: connect out to the server, hold a session, and answer its assignments with a silo endpoint.
 
 A reader thread keeps the session open (reconnecting after a broken connection) and queues the
-tasks the server pushes; the main thread downloads the model, runs the endpoint (the user's
+assignments the server pushes; the main thread downloads the model, runs the endpoint (the user's
 training), uploads and submits. Transfers resume from the last byte the other side holds, and
-are abandoned only when they stop making progress, never after a fixed time.
+are abandoned only when they stop making progress, never after a fixed time. Whether an upload is
+too large is the server's decision: the silo always offers it, and a refusal ends the assignment.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class SiloSettings:
     stall_timeout_s: float = 60.0
 
 
-class TaskGone(Exception):
-    """The server no longer wants this task (the round ended without it)."""
+class AssignmentGone(Exception):
+    """The server no longer wants this assignment (the round ended without it, or it refused the upload)."""
 
 
 def open_channel(settings: SiloSettings) -> grpc.Channel:
@@ -109,7 +110,7 @@ class SiloRunner:
 
     # --- session -------------------------------------------------------------------------
     def _session_loop(self) -> None:
-        """Keep a session open; put Tasks, Done, or a ConnectionFailed in the inbox."""
+        """Keep a session open; put Assignments, Done, or a ConnectionFailed in the inbox."""
         deadline = time.monotonic() + self.settings.connect_timeout_s
         last_error = "no answer"
         while not self._stop.is_set():
@@ -125,7 +126,7 @@ class SiloRunner:
                     if kind == "welcome":
                         self.heartbeat_s = event.welcome.heartbeat_s or self.heartbeat_s
                         self._inbox.put(event.welcome)
-                    elif kind in ("task", "done"):
+                    elif kind in ("assignment", "done"):
                         self._inbox.put(getattr(event, kind))
                         if kind == "done":
                             self._over.set()
@@ -151,7 +152,7 @@ class SiloRunner:
             time.sleep(0.5)
 
     def run(self) -> pb.Done:
-        """Serve tasks until the server says the run is over; raises ConnectionFailed if it never can."""
+        """Serve assignments until the server says the run is over; raises ConnectionFailed if it never can."""
         reader = threading.Thread(target=self._session_loop, daemon=True, name="fedsilo-session")
         reader.start()
         try:
@@ -163,24 +164,24 @@ class SiloRunner:
                     self.log(f"connected to {self.settings.address} (experiment '{item.experiment}')")
                 elif isinstance(item, pb.Done):
                     return item
-                elif isinstance(item, pb.Task):
+                elif isinstance(item, pb.Assignment):
                     self._handle(item)
         finally:
             self._stop.set()
             self._channel.close()
 
-    # --- one task ------------------------------------------------------------------------
-    def _handle(self, task: pb.Task) -> None:
-        if task.kind == "secagg":
-            self._handle_step(task)
+    # --- one assignment--------------------------------------------------------------------
+    def _handle(self, job: pb.Assignment) -> None:
+        if job.kind == "secagg":
+            self._handle_step(job)
             return
         try:
-            params = views_of(self._download(task))
-            reply = self._answer(task, params)
+            params = views_of(self._download(job))
+            reply = self._answer(job, params)
             del params
-            self.log(_summary(task, reply))
+            self.log(_summary(job, reply))
             if isinstance(reply, FitRes):
-                self._upload(task, to_bytes(reply.parameters))
+                self._upload(job, to_bytes(reply.parameters))
                 result = pb.Result(num_examples=reply.num_examples, metrics_json=json.dumps(dict(reply.metrics)))
             elif isinstance(reply, EvaluateRes):
                 result = pb.Result(
@@ -188,78 +189,78 @@ class SiloRunner:
                 )
             else:
                 result = pb.Result(failure=reply.reason)
-            result.task_id = task.task_id
+            result.assignment_id = job.assignment_id
             self._submit(result)
-        except TaskGone as exc:
-            self.log(f"round {task.round}: {task.kind} abandoned ({exc})")
+        except AssignmentGone as exc:
+            self.log(f"round {job.round}: {job.kind} abandoned ({exc})")
         except Exception as exc:  # e.g. an update that cannot be serialized: say so, and stay up for the next round
             reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-            self.log(f"round {task.round}: {task.kind} failed on this silo ({reason})")
-            with contextlib.suppress(TaskGone):
-                self._submit(pb.Result(task_id=task.task_id, failure=reason))
+            self.log(f"round {job.round}: {job.kind} failed on this silo ({reason})")
+            with contextlib.suppress(AssignmentGone):
+                self._submit(pb.Result(assignment_id=job.assignment_id, failure=reason))
 
-    def _answer(self, task: pb.Task, params: ArrayDict) -> FitRes | EvaluateRes | Failure:
+    def _answer(self, job: pb.Assignment, params: ArrayDict) -> FitRes | EvaluateRes | Failure:
         """The endpoint's reply, after parsing the server's instructions strictly (a typo is a failure)."""
         try:
-            if task.kind == "fit":
-                return self.endpoint.fit(FitIns(task.round, params, FitInstructions.from_json(task.config_json)))
+            if job.kind == "fit":
+                return self.endpoint.fit(FitIns(job.round, params, FitInstructions.from_json(job.config_json)))
             return self.endpoint.evaluate(
-                EvaluateIns(task.round, params, EvaluateInstructions.from_json(task.config_json))
+                EvaluateIns(job.round, params, EvaluateInstructions.from_json(job.config_json))
             )
         except ProtocolError as exc:
             return Failure(self.settings.name, exc.one_line())
 
-    def _handle_step(self, task: pb.Task) -> None:
+    def _handle_step(self, job: pb.Assignment) -> None:
         """A secure-aggregation step: download the server's message, answer it, upload the answer."""
         try:
-            reply = self.endpoint.exchange(task.step, bytes(self._download(task)))
+            reply = self.endpoint.exchange(job.step, bytes(self._download(job)))
             if isinstance(reply, Failure):
-                self.log(f"secure aggregation {task.step} failed: {reply.reason}")
-                self._submit(pb.Result(task_id=task.task_id, failure=reply.reason))
+                self.log(f"secure aggregation {job.step} failed: {reply.reason}")
+                self._submit(pb.Result(assignment_id=job.assignment_id, failure=reply.reason))
                 return
-            self._upload(task, reply)
-            self._submit(pb.Result(task_id=task.task_id))
-        except TaskGone as exc:
-            self.log(f"secure aggregation {task.step} abandoned ({exc})")
+            self._upload(job, reply)
+            self._submit(pb.Result(assignment_id=job.assignment_id))
+        except AssignmentGone as exc:
+            self.log(f"secure aggregation {job.step} abandoned ({exc})")
         except Exception as exc:  # a transfer error: the server drops this silo from the step
-            self.log(f"secure aggregation {task.step} failed on this silo ({type(exc).__name__}: {exc})")
+            self.log(f"secure aggregation {job.step} failed on this silo ({type(exc).__name__}: {exc})")
 
     def _retry(self, what: str, step: Callable[[], bool], progress: Callable[[], int]) -> None:
         """Run ``step`` until it returns True; give up only after ``stall_timeout_s`` without progress."""
         last, last_progress = progress(), time.monotonic()
         while True:
             if self._over.is_set():
-                raise TaskGone("the server ended the run")
+                raise AssignmentGone("the server ended the run")
             try:
                 if step():
                     return
             except grpc.RpcError as exc:
                 if exc.code() in GONE:
-                    raise TaskGone(describe_rpc_error(exc)) from None
+                    raise AssignmentGone(describe_rpc_error(exc)) from None
                 self.log(f"{what} interrupted ({describe_rpc_error(exc)}); resuming")
             now = progress()
             if now != last:
                 last, last_progress = now, time.monotonic()
             elif time.monotonic() - last_progress > self.settings.stall_timeout_s:
-                raise TaskGone(f"{what} made no progress for {self.settings.stall_timeout_s:.0f}s")
+                raise AssignmentGone(f"{what} made no progress for {self.settings.stall_timeout_s:.0f}s")
             time.sleep(0.5)
 
-    def _download(self, task: pb.Task) -> bytearray:
-        """The task's model bytes, hashed as they arrive (resumed downloads continue the same hash)."""
-        buf = bytearray(task.model_bytes)
+    def _download(self, job: pb.Assignment) -> bytearray:
+        """The assignment's model bytes, hashed as they arrive (resumed downloads continue the same hash)."""
+        buf = bytearray(job.model_bytes)
         got = [0]
         hasher = hashlib.sha256()
 
         def step() -> bool:
             call = self._stub.Download(
-                pb.DownloadRequest(model_id=task.model_id, offset=got[0]), metadata=self._metadata
+                pb.DownloadRequest(model_id=job.model_id, offset=got[0]), metadata=self._metadata
             )
             dog = _Watchdog(call.cancel, self.settings.stall_timeout_s)
             try:
                 for chunk in call:
                     n = len(chunk.data)
                     if got[0] + n > len(buf):
-                        raise TaskGone("the server sent more model bytes than announced")
+                        raise AssignmentGone("the server sent more model bytes than announced")
                     buf[got[0] : got[0] + n] = chunk.data
                     hasher.update(chunk.data)
                     got[0] += n
@@ -269,28 +270,35 @@ class SiloRunner:
             return got[0] == len(buf)
 
         self._retry("download", step, lambda: got[0])
-        if hasher.hexdigest() != task.model_sha256:
-            raise TaskGone("the downloaded model's checksum does not match")
+        if hasher.hexdigest() != job.model_sha256:
+            raise AssignmentGone("the downloaded model's checksum does not match")
         return buf
 
-    def _upload(self, task: pb.Task, data: bytes) -> None:
-        if len(data) > task.max_upload_bytes:
-            raise TaskGone(f"update of {len(data)} bytes is over the server's limit of {task.max_upload_bytes}")
+    def _upload(self, job: pb.Assignment, data: bytes) -> None:
+        """Send ``data`` in chunks, resuming where the server's copy ends.
+
+        The header declares the size whatever it is: the server decides whether it is too large.
+        If it is over the assignment's ``max_upload_bytes`` the server ends the assignment as
+        rejected and answers RESOURCE_EXHAUSTED, and the silo drops it at once (no retries).
+        """
+        over = len(data) > job.max_upload_bytes
         digest = hashlib.sha256(data).hexdigest()
         view = memoryview(data)
         held = [0]
+        ref = pb.AssignmentRef(assignment_id=job.assignment_id)
 
         def step() -> bool:
-            status = self._stub.UploadStatus(pb.TaskRef(task_id=task.task_id), metadata=self._metadata, timeout=30)
+            status = self._stub.UploadStatus(ref, metadata=self._metadata, timeout=30)
             if status.complete:
                 return True
             held[0] = status.received
             dog: list[_Watchdog] = []
 
             def parts() -> Iterator[pb.UploadPart]:
-                yield pb.UploadPart(
-                    header=pb.UploadHeader(task_id=task.task_id, total_bytes=len(data), sha256=digest, offset=held[0])
+                header = pb.UploadHeader(
+                    assignment_id=job.assignment_id, total_bytes=len(data), sha256=digest, offset=held[0]
                 )
+                yield pb.UploadPart(header=header)
                 for piece in chunks(view, held[0]):
                     yield pb.UploadPart(data=bytes(piece))
                     if dog:
@@ -300,6 +308,10 @@ class SiloRunner:
             dog.append(_Watchdog(future.cancel, self.settings.stall_timeout_s))
             try:
                 ack = future.result()
+            except grpc.RpcError as exc:
+                if over and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # not a busy server: a refusal
+                    raise AssignmentGone(f"the server refused the upload: {describe_rpc_error(exc)}") from None
+                raise
             finally:
                 dog[0].stop()
             held[0] = ack.received
@@ -311,17 +323,17 @@ class SiloRunner:
         def step() -> bool:
             ack = self._stub.Submit(result, metadata=self._metadata, timeout=60)
             if not ack.accepted:
-                raise TaskGone(ack.reason)
+                raise AssignmentGone(ack.reason)
             return True
 
         self._retry("submit", step, lambda: 0)
 
 
-def _summary(task: pb.Task, reply: FitRes | EvaluateRes | Failure) -> str:
+def _summary(job: pb.Assignment, reply: FitRes | EvaluateRes | Failure) -> str:
     if isinstance(reply, Failure):
-        return f"round {task.round}: {task.kind} failed: {reply.reason}"
+        return f"round {job.round}: {job.kind} failed: {reply.reason}"
     metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(reply.metrics.items())[:4])
-    return f"round {task.round}: {task.kind} on {reply.num_examples} examples {metrics}".rstrip()
+    return f"round {job.round}: {job.kind} on {reply.num_examples} examples {metrics}".rstrip()
 
 
 def probe(settings: SiloSettings, timeout: float = 10.0) -> pb.ProbeReply:
