@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fedsilo.errors import FedsiloError
-from fedsilo.runtime.baselines import POOLED
+from fedsilo.runtime.silo_folders import POOLED
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.silo.task import TaskModule
 from fedsilo.wire.arrays import load_file

@@ -154,7 +154,10 @@ class PoolWorkers:
     def broadcast(self, params: Mapping[str, Any], codec: Codec) -> int:
         """Write a call's global model into the buffer the last call did not use; return which buffer."""
         if self.layout is None:
-            raise FedsiloError("the worker pool was used before attach(layout)")
+            raise FedsiloError(
+                "the worker pool was used before attach(layout)",
+                "call WorkerPool.attach(layout, codec, store_dir) first",
+            )
         self.reply_layout = encoded_layout(self.layout, codec)
         buffer, self._next_buffer = self._next_buffer, self._next_buffer ^ 1
         self.layout.write(params, buffer_of(self._shms[buffer]))

@@ -28,8 +28,8 @@ from typing import Any, cast
 import ray
 
 from fedsilo.errors import ConfigError, FedsiloError
-from fedsilo.runtime.baselines import SiloFolders
 from fedsilo.runtime.dispatch import Dispatcher, Job, Reply, WorkerDied
+from fedsilo.runtime.silo_folders import SiloFolders
 from fedsilo.silo.agent import describe
 from fedsilo.silo.host import AgentCache, SiloHost, load_task
 from fedsilo.silo.store import SiloStore
@@ -85,7 +85,9 @@ class RayActors:
 
     def start(self, index: int, work: RayCall) -> Any:
         if self._store_dir is None:
-            raise FedsiloError("the Ray transport was used before attach(store_dir)")
+            raise FedsiloError(
+                "the Ray transport was used before attach(store_dir)", "call RayTransport.attach(store_dir) first"
+            )
         return work(self.actors[index])
 
     def wait(self, running: Sequence[Any], timeout: float) -> Sequence[Any]:

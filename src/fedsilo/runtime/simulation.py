@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import cast
 
 from fedsilo.errors import FedsiloError
-from fedsilo.runtime.baselines import SiloFolders
 from fedsilo.runtime.dispatch import Dispatcher, Job
 from fedsilo.runtime.pipes import EvaluateJob, ExchangeJob, FitJob, PoolJob
 from fedsilo.runtime.pool_workers import PoolWorkers, start_context
+from fedsilo.runtime.silo_folders import SiloFolders
 from fedsilo.runtime.worker import WorkerSetup
 from fedsilo.wire.arrays import Layout
 from fedsilo.wire.codecs import Codec
@@ -81,7 +81,10 @@ class WorkerPool(SiloFolders):
         try:
             self._starter.join()
             if self._start_error is not None:
-                raise FedsiloError(f"simulation workers could not start: {self._start_error}")
+                raise FedsiloError(
+                    f"simulation workers could not start: {self._start_error}",
+                    "run `fedsilo validate` on the experiment, or set runtime.workers: 0 to run silos in this process",
+                )
             self._workers.attach(layout, codec, store_dir)
         except BaseException:
             self.close()

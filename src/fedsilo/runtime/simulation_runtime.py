@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.plan import Plan
 from fedsilo.runtime.base import SILO_STORE
-from fedsilo.runtime.baselines import POOLED
+from fedsilo.runtime.silo_folders import POOLED
 from fedsilo.runtime.simulation import WorkerPool
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.silo.store import SiloStore

@@ -126,7 +126,7 @@ class SiloHost:
 
     def _agent(self, silo: str, folders: Sequence[str]) -> SiloAgent:
         if self.store is None:
-            raise FedsiloError("a silo host was used before attach(store)")
+            raise FedsiloError("a silo host was used before attach(store)", "call SiloHost.attach(store) first")
         store = self.store
         make = partial(self.task.make_client, [Path(f) for f in folders], self.seed, self.device, model=self.model)
         return self.cache.use(silo, lambda: SiloAgent(silo, make, store))

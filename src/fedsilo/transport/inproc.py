@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
+from fedsilo.errors import FedsiloError
 from fedsilo.transport.base import SiloEndpoint
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 
@@ -27,10 +28,19 @@ class InProcessTransport:
         return list(self._sampleable)
 
     def fit(self, silos: Sequence[str], ins: FitIns, timeout: float) -> Iterator[FitRes | Failure]:
+        self._check(silos)
         return _by_deadline(silos, lambda name: self._agents[name].fit(ins), timeout, "round")
 
     def evaluate(self, silos: Sequence[str], ins: EvaluateIns, timeout: float) -> Iterator[EvaluateRes | Failure]:
+        self._check(silos)
         return _by_deadline(silos, lambda name: self._agents[name].evaluate(ins), timeout, "round")
+
+    def _check(self, silos: Sequence[str]) -> None:
+        unknown = [s for s in silos if s not in self._agents]
+        if unknown:  # as the worker pool and Ray say it
+            raise FedsiloError(
+                f"unknown silos {unknown}", "ask only for silos the transport lists as available (or the baselines')"
+            )
 
     def exchange(
         self, step: str, messages: Mapping[str, bytes], timeout: float, max_reply_bytes: int

@@ -347,6 +347,9 @@ def probe(settings: SiloSettings, timeout: float = 10.0) -> pb.ProbeReply:
             timeout=timeout,
         )
     except grpc.RpcError as exc:
-        raise ConnectionFailed(f"server at {settings.address}: {describe_rpc_error(exc)}") from None
+        raise ConnectionFailed(
+            f"server at {settings.address}: {describe_rpc_error(exc)}",
+            "check the address, that the server runs, and the kit (`fedsilo doctor --kit KIT`)",
+        ) from None
     finally:
         channel.close()
