@@ -68,7 +68,9 @@ def load_class(s: UserStrategyConfig) -> type:
         raise PlanError(f"strategy.name: {path.name} defines no {class_name}", fix)
     if not inspect.isclass(found):
         kind = type(found).__name__
-        raise PlanError(f"strategy.name: {s.label()} is a {kind}, not a class", "name your strategy's class")
+        raise PlanError(
+            f"strategy.name: {s.label()} is not a class (it is of type {kind})", "name your strategy's class"
+        )
     missing = [m for m in METHODS if not callable(getattr(found, m, None))]
     if missing:
         raise PlanError(
@@ -107,7 +109,10 @@ def _key_problems(cls: type, s: UserStrategyConfig) -> list[str]:
     takes = f"{cls.__name__} takes {', '.join(own)}" if own else f"{cls.__name__} has no parameters of its own"
     for key in s.params():
         if key not in own:
-            problems.append(f"strategy.{key}: unknown key for {s.label()} (misspelt?; {takes})")
+            problems.append(
+                f"strategy.{key}: unknown key for {s.label()} (misspelt?; {takes}) "
+                f"-> remove it, or add {key} to {cls.__name__}'s constructor"
+            )
     for key in own:
         if params[key].default is params[key].empty and key not in s.params():
             problems.append(
