@@ -15,14 +15,8 @@ import pytest
 from fedsilo.errors import ConfigError, ParameterError
 from fedsilo.experiment.config import parse_config
 from fedsilo.experiment.plan import make_strategy
-from fedsilo.experiment.strategy_config import (
-    BUILTINS,
-    MEAN_BASED,
-    STRATEGY_NAMES,
-    dp_refusal,
-    own_keys,
-    secagg_refusal,
-)
+from fedsilo.experiment.strategy_config import dp_refusal, secagg_refusal
+from fedsilo.experiment.strategy_registry import BUILTINS, MEAN_BASED, STRATEGY_NAMES, own_keys
 from fedsilo.strategy.base import Sampling
 from fedsilo.strategy.central_dp import CentralDP
 from fedsilo.strategy.fedavg import FedAvg

@@ -21,13 +21,13 @@ from fedsilo.experiment.defaults import default_of
 from fedsilo.experiment.privacy_config import CompressionConfig, PrivacyConfig, SecureAggregationConfig
 from fedsilo.experiment.silo_sources import expand_silos
 from fedsilo.experiment.strategy_config import (
-    FedAvgConfig,
     StrategyConfig,
     dp_refusal,
     resolve_strategy_name,
     secagg_refusal,
     strategy_error,
 )
+from fedsilo.experiment.strategy_registry import FedAvgConfig
 from fedsilo.server.settings import LoopSettings
 from fedsilo.wire.instructions import Optimizer, TrainSettings
 
