@@ -193,7 +193,7 @@ class ExperimentConfig(_Strict):
         if self.privacy.secure_aggregation is None:
             return self
         problems = []
-        if self.strategy.individual_updates:  # a strategy of your own: the plan asks its class
+        if self.strategy.individual_updates:  # None for a strategy of your own: the plan asks its class
             problems.append(secagg_refusal(self.strategy.name))
         if self.compression.codec not in ("none",):
             problems.append(
