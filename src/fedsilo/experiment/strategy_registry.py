@@ -22,7 +22,7 @@ from fedsilo.strategy.base import Sampling, Strategy
 from fedsilo.strategy.fedavg import FedAvg
 from fedsilo.strategy.fedopt import DEFAULT_MEAN_ONLY, FEDOPT_NAMES, FedOpt
 from fedsilo.strategy.fedprox import FedProx
-from fedsilo.strategy.robust import Robust
+from fedsilo.strategy.robust import Robust, RobustName
 
 SAMPLING_KEYS = tuple(f.name for f in dataclasses.fields(Sampling))  # fraction_fit ... min_available_clients
 
@@ -117,8 +117,18 @@ class FedAvgMConfig(StrategyBase):
         return FedOpt(self.name, sampling, eta=self.eta, beta1=self.momentum, mean_only=tuple(self.mean_only))
 
 
+class _AdaptiveBase(StrategyBase):
+    """FedAdagrad, FedAdam and FedYogi: their keys are FedOpt's own, ``mean_only`` as a tuple."""
+
+    name: Literal["fedadagrad", "fedadam", "fedyogi"]
+
+    def build(self, sampling: Sampling) -> Strategy:
+        params = self.params()
+        return FedOpt(self.name, sampling, **{**params, "mean_only": tuple(params["mean_only"])})
+
+
 @register
-class FedAdagradConfig(StrategyBase):
+class FedAdagradConfig(_AdaptiveBase):
     """FedAdagrad (Reddi et al., ICLR 2021)."""
 
     name: Literal["fedadagrad"]
@@ -127,12 +137,8 @@ class FedAdagradConfig(StrategyBase):
     tau: float = Field(_FEDOPT["fedadagrad"].tau, gt=0, description=_TAU)
     mean_only: list[str] = _mean_only()
 
-    def build(self, sampling: Sampling) -> Strategy:
-        mean_only = tuple(self.mean_only)
-        return FedOpt(self.name, sampling, eta=self.eta, beta1=self.beta1, tau=self.tau, mean_only=mean_only)
 
-
-class _AdamLike(StrategyBase):
+class _AdamLike(_AdaptiveBase):
     """FedAdam and FedYogi take the same keys (Reddi et al., ICLR 2021); they differ in the second moment."""
 
     name: Literal["fedadam", "fedyogi"]
@@ -141,10 +147,6 @@ class _AdamLike(StrategyBase):
     beta2: float = Field(_FEDOPT["fedadam"].beta2, ge=0, lt=1, description="Second-moment decay.")
     tau: float = Field(_FEDOPT["fedadam"].tau, gt=0, description=_TAU)
     mean_only: list[str] = _mean_only()
-
-    def build(self, sampling: Sampling) -> Strategy:
-        mean_only = tuple(self.mean_only)
-        return FedOpt(self.name, sampling, self.eta, self.beta1, self.beta2, self.tau, mean_only)
 
 
 @register
@@ -162,7 +164,13 @@ class FedYogiConfig(_AdamLike):
 
 
 class _RobustBase(StrategyBase):
+    """The robust rules: each update on its own, and their keys are Robust's own."""
+
     individual_updates: ClassVar[bool | None] = True
+    name: RobustName
+
+    def build(self, sampling: Sampling) -> Strategy:
+        return Robust(self.name, sampling, **self.params())
 
 
 @register
@@ -170,9 +178,6 @@ class MedianConfig(_RobustBase):
     """Coordinate-wise median (Yin et al., ICML 2018); unweighted."""
 
     name: Literal["median"]
-
-    def build(self, sampling: Sampling) -> Strategy:
-        return Robust(self.name, sampling)
 
 
 @register
@@ -184,9 +189,6 @@ class TrimmedMeanConfig(_RobustBase):
         default_of(Robust, "beta"), gt=0, lt=0.5, description="Share of values dropped at each end, per coordinate."
     )
 
-    def build(self, sampling: Sampling) -> Strategy:
-        return Robust(self.name, sampling, beta=self.beta)
-
 
 @register
 class KrumConfig(_RobustBase):
@@ -194,9 +196,6 @@ class KrumConfig(_RobustBase):
 
     name: Literal["krum"]
     byzantine: int = Field(default_of(Robust, "byzantine"), ge=0, description=_BYZANTINE)
-
-    def build(self, sampling: Sampling) -> Strategy:
-        return Robust(self.name, sampling, byzantine=self.byzantine)
 
 
 @register
@@ -208,9 +207,6 @@ class MultiKrumConfig(_RobustBase):
     num_selected: int | None = Field(
         default_of(Robust, "num_selected"), ge=1, description="m; default n - f of the n updates received."
     )
-
-    def build(self, sampling: Sampling) -> Strategy:
-        return Robust(self.name, sampling, byzantine=self.byzantine, num_selected=self.num_selected)
 
 
 STRATEGY_NAMES: tuple[str, ...] = tuple(BUILTINS)
