@@ -22,24 +22,15 @@ from typing import Any
 import yaml
 
 from fedsilo.experiment.config import load_config
+from fedsilo.experiment.strategy_config import STRATEGY_NAMES
 from fedsilo.runtime.launch import run_experiment
 from fedsilo.runtime.prepare import prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = ROOT / "examples" / "pneumonia" / "task.py"
 SILOS = ["h1", "h2", "h3", "h4", "h5"]
-STRATEGIES: dict[str, dict[str, Any]] = {
-    "fedavg": {},
-    "fedprox": {"mu": 0.01},
-    "fedavgm": {},
-    "fedadam": {},
-    "fedyogi": {},
-    "fedadagrad": {},
-    "median": {},
-    "trimmed_mean": {"beta": 0.2},
-    "krum": {"byzantine": 1},
-    "multi_krum": {"byzantine": 1},
-}
+#: Every registered strategy with its defaults, but a trimmed mean that trims one of five silos.
+STRATEGIES: dict[str, dict[str, Any]] = {name: {} for name in STRATEGY_NAMES} | {"trimmed_mean": {"beta": 0.2}}
 POISONED_TASK = f"""
 import importlib.util
 from pathlib import Path

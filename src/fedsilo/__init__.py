@@ -19,7 +19,7 @@ from fedsilo.errors import (
 from fedsilo.experiment.config import ExperimentConfig, load_config
 from fedsilo.experiment.plan import build_plan
 from fedsilo.runtime.launch import run_experiment
-from fedsilo.strategy.base import Sampling, Strategy, StrategyState
+from fedsilo.strategy.base import Aggregation, Sampling, Strategy, StrategyState
 from fedsilo.strategy.fedavg import FedAvg
 from fedsilo.strategy.fedopt import FedOpt
 from fedsilo.strategy.fedprox import FedProx
@@ -33,12 +33,13 @@ from fedsilo.wire.arrays import (
     save_file,
     to_bytes,
 )
-from fedsilo.wire.instructions import EvaluateInstructions, FitInstructions, TrainSettings
+from fedsilo.wire.instructions import EvaluateInstructions, FitInstructions, StrategyExtras, TrainSettings
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aggregation",
     "ArrayDict",
     "Client",
     "ConfigError",
@@ -62,6 +63,7 @@ __all__ = [
     "RoundFailed",
     "Sampling",
     "Strategy",
+    "StrategyExtras",
     "StrategyState",
     "TaskError",
     "TrainSettings",

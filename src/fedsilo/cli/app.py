@@ -45,7 +45,7 @@ def validate(experiment: Annotated[Path, typer.Argument(help="The experiment YAM
     """Build and check the whole plan offline (task, model, every silo's data, strategy minimums)."""
     from fedsilo.experiment.config import load_config
     from fedsilo.experiment.plan import build_plan
-    from fedsilo.experiment.strategy_config import strategy_params
+    from fedsilo.experiment.strategy_config import UserStrategyConfig, strategy_params
 
     def go() -> None:
         config, _ = load_config(experiment)
@@ -63,8 +63,10 @@ def validate(experiment: Annotated[Path, typer.Argument(help="The experiment YAM
         model = f"{plan.num_parameters:,} parameters, {plan.num_arrays} arrays"
         out.print(f"task {escape(_short(config.task))} ({plan.framework}): {model}")
         rounds = f"{plan.fit_per_round} silos train, {plan.evaluate_per_round} evaluate per round"
-        params = ", ".join(f"{k}={v}" for k, v in strategy_params(config.strategy).items())
-        out.print(escape(f"strategy {config.strategy.name}" + (f" ({params})" if params else "") + f": {rounds}"))
+        st = config.strategy
+        name = f"{_short(st.location()[0])}:{st.location()[1]}" if isinstance(st, UserStrategyConfig) else st.name
+        params = ", ".join(f"{k}={v}" for k, v in strategy_params(st).items())
+        out.print(escape(f"strategy {name}" + (f" ({params})" if params else "") + f": {rounds}"))
         server = _short(config.server.data) if config.server.data else "none (no central evaluation)"
         out.print(f"server test data: {escape(server)} ({_n(plan.server_test_examples)} examples)")
         sa = config.privacy.secure_aggregation

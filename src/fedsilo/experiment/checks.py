@@ -11,7 +11,7 @@ import importlib.util
 import math
 from dataclasses import dataclass
 
-from fedsilo.experiment import strategy_config as sc
+from fedsilo.experiment import strategy_registry as sc
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.server.registry import sample_count
 from fedsilo.strategy.aggregate import krum_min_updates, trim_count
@@ -32,7 +32,7 @@ def strategy_problems(config: ExperimentConfig) -> list[str]:
     return problems + robust_problems(config.strategy, sample_count(n, s.fraction_fit, s.min_fit_clients))
 
 
-def robust_problems(s: sc.StrategyConfig, fit: int) -> list[str]:
+def robust_problems(s: sc.StrategyBase, fit: int) -> list[str]:
     """What a robust rule needs from the ``fit`` updates a round gets (all silos answering)."""
     per_round = f"{fit} silos train per round"
     if isinstance(s, sc.MedianConfig) and fit < 3:

@@ -20,12 +20,16 @@ from fedsilo.errors import ConfigError
 from fedsilo.experiment.defaults import default_of
 from fedsilo.experiment.privacy_config import CompressionConfig, PrivacyConfig, SecureAggregationConfig
 from fedsilo.experiment.silo_sources import expand_silos
-from fedsilo.experiment.strategy_config import FedAvgConfig, StrategyConfig, strategy_error
+from fedsilo.experiment.strategy_config import (
+    StrategyConfig,
+    dp_refusal,
+    resolve_strategy_name,
+    secagg_refusal,
+    strategy_error,
+)
+from fedsilo.experiment.strategy_registry import FedAvgConfig
 from fedsilo.server.settings import LoopSettings
 from fedsilo.wire.instructions import Optimizer, TrainSettings
-
-#: Strategies that look at each update on its own, which secure aggregation does not allow.
-INDIVIDUAL_UPDATE_STRATEGIES = ("median", "trimmed_mean", "krum", "multi_krum")
 
 SILO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_LISTED_PROBLEMS = 10  # 10,000 silos with a bad name must not make a 10,000-part error line
@@ -189,11 +193,8 @@ class ExperimentConfig(_Strict):
         if self.privacy.secure_aggregation is None:
             return self
         problems = []
-        if self.strategy.name in INDIVIDUAL_UPDATE_STRATEGIES:
-            problems.append(
-                f"strategy {self.strategy.name} needs every silo's own update, which secure aggregation hides "
-                "(use fedavg, fedprox, fedavgm, fedadam, fedyogi or fedadagrad)"
-            )
+        if self.strategy.individual_updates:  # None for a strategy of your own: the plan asks its class
+            problems.append(secagg_refusal(self.strategy.name))
         if self.compression.codec not in ("none",):
             problems.append(
                 f"compression.codec={self.compression.codec} is not linear, so masked sums of it are meaningless "
@@ -215,11 +216,8 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _dp_and_codecs_fit_the_rest(self) -> ExperimentConfig:
         problems = []
-        if self.privacy.dp is not None and self.strategy.name in INDIVIDUAL_UPDATE_STRATEGIES:
-            problems.append(
-                f"privacy.dp releases a noised mean, but strategy {self.strategy.name} looks at each update "
-                "on its own (use fedavg, fedprox, fedavgm, fedadam, fedyogi or fedadagrad with privacy.dp)"
-            )
+        if self.privacy.dp is not None and self.strategy.individual_updates:
+            problems.append(dp_refusal(self.strategy.name))
         if self.compression.codec == "topk" and self.compression.topk_fraction > 0.5:
             problems.append(
                 f"compression.topk_fraction={self.compression.topk_fraction} sends values and indices, more bytes "
@@ -264,6 +262,8 @@ def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
     for key in ("task", "output"):
         if key in out:
             out[key] = fix(out[key])
+    if "strategy" in out:
+        out["strategy"] = resolve_strategy_name(out["strategy"], fix)  # FILE.py:ClassName of your own
     if isinstance(out.get("silos"), list):
         out["silos"] = [
             {**s, "data": fix(s["data"])} if isinstance(s, dict) and "data" in s else s for s in out["silos"]

@@ -12,25 +12,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fedsilo.errors import FedsiloError, PlanError
-from fedsilo.experiment import strategy_config as sc
 from fedsilo.experiment.checks import missing_extras, strategy_problems, training_problems
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.privacy_plan import privacy_problems, projected_epsilon, with_privacy
 from fedsilo.experiment.silo_checks import SiloPlan, check_data
+from fedsilo.experiment.strategy_config import UserStrategyConfig
+from fedsilo.experiment.user_strategy import user_strategy
 from fedsilo.server.registry import sample_count
 from fedsilo.server.secure_aggregation import SecAggSettings
 from fedsilo.server.settings import LoopSettings
 from fedsilo.silo.task import TaskModule
-from fedsilo.strategy.base import Sampling, Strategy
-from fedsilo.strategy.fedavg import FedAvg
-from fedsilo.strategy.fedopt import FedOpt
-from fedsilo.strategy.fedprox import FedProx
-from fedsilo.strategy.robust import Robust
+from fedsilo.strategy.base import Strategy
 from fedsilo.wire.arrays import ArrayDict
 from fedsilo.wire.codecs import Codec
 from fedsilo.wire.instructions import FitInstructions, LocalDP
 
-__all__ = ["Plan", "SiloPlan", "build_plan", "fit_instructions", "loop_settings", "make_strategy"]
+__all__ = ["Plan", "SiloPlan", "build_plan", "build_strategy", "fit_instructions", "loop_settings", "make_strategy"]
 
 
 @dataclass(frozen=True)
@@ -72,34 +69,23 @@ class Plan:
 
 
 def make_strategy(config: ExperimentConfig) -> Strategy:
-    """The strategy object the ``strategy:`` section describes, inside central DP if ``privacy.dp`` asks."""
-    return with_privacy(config, _strategy(config))
+    """The strategy object the ``strategy:`` section describes, inside central DP if ``privacy.dp`` asks.
+
+    PlanError when a strategy of your own cannot be built (``build_plan`` lists why, one problem each).
+    """
+    strategy, problems = build_strategy(config)
+    if strategy is None:
+        Plan(config, problems=tuple(problems)).raise_if_invalid()
+    assert strategy is not None
+    return with_privacy(config, strategy)
 
 
-def _strategy(config: ExperimentConfig) -> Strategy:
+def build_strategy(config: ExperimentConfig) -> tuple[Strategy | None, list[str]]:
+    """The registered strategy ``strategy.name`` names, or yours (None, and why, when it cannot be built)."""
     s = config.strategy
-    sampling = Sampling(
-        s.fraction_fit, s.fraction_evaluate, s.min_fit_clients, s.min_evaluate_clients, s.min_available_clients
-    )
-    if isinstance(s, sc.FedProxConfig):
-        return FedProx(s.mu, sampling)
-    if isinstance(s, sc.FedAvgMConfig):
-        return FedOpt(s.name, sampling, eta=s.eta, beta1=s.momentum, mean_only=tuple(s.mean_only))
-    if isinstance(s, sc.FedAdagradConfig):
-        return FedOpt(s.name, sampling, eta=s.eta, beta1=s.beta1, tau=s.tau, mean_only=tuple(s.mean_only))
-    if isinstance(s, sc.FedAdamConfig | sc.FedYogiConfig):
-        return FedOpt(
-            s.name, sampling, eta=s.eta, beta1=s.beta1, beta2=s.beta2, tau=s.tau, mean_only=tuple(s.mean_only)
-        )
-    if isinstance(s, sc.MedianConfig):
-        return Robust(s.name, sampling)
-    if isinstance(s, sc.TrimmedMeanConfig):
-        return Robust(s.name, sampling, beta=s.beta)
-    if isinstance(s, sc.KrumConfig):
-        return Robust(s.name, sampling, byzantine=s.byzantine)
-    if isinstance(s, sc.MultiKrumConfig):
-        return Robust(s.name, sampling, byzantine=s.byzantine, num_selected=s.num_selected)
-    return FedAvg(sampling)
+    if isinstance(s, UserStrategyConfig):
+        return user_strategy(config)
+    return s.build(s.sampling()), []
 
 
 def secagg_settings(config: ExperimentConfig) -> SecAggSettings | None:
@@ -172,7 +158,10 @@ def build_plan(config: ExperimentConfig, silo_data: bool = True) -> Plan:
     problems += missing_extras(config, framework, silos_here=silo_data)
     strategy = loop = None
     try:
-        strategy, loop = make_strategy(config), loop_settings(config)
+        inner, found = build_strategy(config)
+        problems += found
+        strategy = None if inner is None else with_privacy(config, inner)
+        loop = loop_settings(config)
     except FedsiloError as exc:
         problems.append(exc.one_line())
     s, n = config.strategy, len(config.silos)

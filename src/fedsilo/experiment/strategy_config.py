@@ -1,161 +1,116 @@
-"""The ``strategy:`` section of the experiment YAML: one model per strategy, chosen by ``name``.
+"""The ``strategy:`` section of the experiment YAML: one of the registered strategies, or yours.
 
-Every strategy shares the sampling keys (``fraction_fit`` ... ``min_available_clients``) and adds
-its own parameters, with the defaults of its paper. ``name`` may be left out (FedAvg). A misspelt
-name lists the names that exist; a parameter given to a strategy that does not take it is an
-unknown key, like any misspelt key. Checks that depend on the number of silos (Krum's ``n > 2f + 2``,
-a trimmed mean that trims nothing) are the plan's, in ``plan.py``.
+The section is a tagged union over :data:`~fedsilo.experiment.strategy_registry.BUILTINS`, chosen
+by ``name``; ``name`` may be left out (FedAvg). A misspelt name lists the names that exist; a
+parameter given to a strategy that does not take it is an unknown key, like any misspelt key.
+
+A name ``FILE.py:ClassName`` is a strategy of your own (:class:`UserStrategyConfig`): the file is
+made absolute against the YAML's folder when the YAML is read, and the plan loads the class and
+checks its keys (:mod:`fedsilo.experiment.user_strategy`). Checks that depend on the number of
+silos (Krum's ``n > 2f + 2``, a trimmed mean that trims nothing) are the plan's, in ``checks.py``.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any, Literal, get_args
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator
 
-_MEAN_ONLY = Field(
-    default=["*running_mean", "*running_var"],
-    description="Float arrays (glob patterns on their names) that take the weighted mean, not a server step.",
+from fedsilo.experiment.strategy_registry import (
+    BUILTINS,
+    MEAN_BASED,
+    STRATEGY_NAMES,
+    StrategyBase,
+    own_keys,
 )
 
-
-class _StrategyBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    fraction_fit: float = Field(1.0, gt=0, le=1)
-    fraction_evaluate: float = Field(1.0, ge=0, le=1)
-    min_fit_clients: int = Field(1, ge=1)
-    min_evaluate_clients: int = Field(1, ge=1)
-    min_available_clients: int = Field(1, ge=1)
+USER_TAG = "FILE.py:ClassName"  # the union's tag of a strategy of your own (no built-in name has a ':')
 
 
-class FedAvgConfig(_StrategyBase):
-    """FedAvg (McMahan et al., AISTATS 2017): the example-weighted mean of the silos' models."""
+class UserStrategyConfig(StrategyBase):
+    """A strategy of your own: ``name: FILE.py:ClassName``; every other key goes to its constructor."""
 
-    name: Literal["fedavg"] = "fedavg"
+    model_config = ConfigDict(extra="allow", frozen=True)
+    individual_updates: ClassVar[bool | None] = None
 
+    name: str = Field(description="FILE.py:ClassName, the file relative to the YAML (absolute once read).")
 
-class FedProxConfig(_StrategyBase):
-    """FedProx (Li et al., MLSys 2020): FedAvg plus ``mu/2 * ||w - w_global||^2`` in local training."""
+    @field_validator("name")
+    @classmethod
+    def _file_and_class(cls, v: str) -> str:
+        path, _, class_name = v.rpartition(":")
+        if not path.endswith(".py") or not class_name.isidentifier():
+            raise ValueError(f"a strategy of your own is named {USER_TAG} (the file relative to the YAML), not {v!r}")
+        return v
 
-    name: Literal["fedprox"]
-    mu: float = Field(0.01, gt=0, description="Proximal coefficient; the paper tries 0.001 to 1.")
+    def location(self) -> tuple[Path, str]:
+        """The strategy's file and the name of its class."""
+        path, _, class_name = self.name.rpartition(":")
+        return Path(path), class_name
 
+    def label(self) -> str:
+        """``FILE.py:ClassName`` without the file's folder, for messages."""
+        path, class_name = self.location()
+        return f"{path.name}:{class_name}"
 
-class FedAvgMConfig(_StrategyBase):
-    """FedAvgM (Hsu et al. 2019): server momentum on the averaged update."""
-
-    name: Literal["fedavgm"]
-    eta: float = Field(1.0, gt=0, description="Server learning rate (1 with momentum 0 is FedAvg).")
-    momentum: float = Field(0.9, ge=0, lt=1, description="Server momentum beta.")
-    mean_only: list[str] = _MEAN_ONLY
-
-
-class _AdaptiveBase(_StrategyBase):
-    eta: float = Field(1e-2, gt=0, description="Server learning rate.")
-    beta1: float = Field(0.9, ge=0, lt=1, description="First-moment (momentum) decay.")
-    tau: float = Field(1e-3, gt=0, description="Adaptivity: added to sqrt(v); smaller = more adaptive.")
-    mean_only: list[str] = _MEAN_ONLY
-
-
-class FedAdagradConfig(_AdaptiveBase):
-    """FedAdagrad (Reddi et al., ICLR 2021)."""
-
-    name: Literal["fedadagrad"]
-    eta: float = Field(1e-1, gt=0, description="Server learning rate.")
-
-
-class FedAdamConfig(_AdaptiveBase):
-    """FedAdam (Reddi et al., ICLR 2021)."""
-
-    name: Literal["fedadam"]
-    beta2: float = Field(0.99, ge=0, lt=1, description="Second-moment decay.")
-
-
-class FedYogiConfig(_AdaptiveBase):
-    """FedYogi (Reddi et al., ICLR 2021)."""
-
-    name: Literal["fedyogi"]
-    beta2: float = Field(0.99, ge=0, lt=1, description="Second-moment decay.")
-
-
-class MedianConfig(_StrategyBase):
-    """Coordinate-wise median (Yin et al., ICML 2018); unweighted."""
-
-    name: Literal["median"]
-
-
-class TrimmedMeanConfig(_StrategyBase):
-    """Coordinate-wise trimmed mean (Yin et al., ICML 2018); unweighted."""
-
-    name: Literal["trimmed_mean"]
-    beta: float = Field(0.1, gt=0, lt=0.5, description="Share of values dropped at each end, per coordinate.")
-
-
-class KrumConfig(_StrategyBase):
-    """Krum (Blanchard et al., NeurIPS 2017): the one update closest to its neighbours."""
-
-    name: Literal["krum"]
-    byzantine: int = Field(1, ge=0, description="f: how many silos may send arbitrary updates.")
-
-
-class MultiKrumConfig(_StrategyBase):
-    """Multi-Krum (Blanchard et al., NeurIPS 2017): the mean of the m best-scored updates."""
-
-    name: Literal["multi_krum"]
-    byzantine: int = Field(1, ge=0, description="f: how many silos may send arbitrary updates.")
-    num_selected: int | None = Field(None, ge=1, description="m; default n - f of the n updates received.")
-
-
-_MODELS: tuple[type[_StrategyBase], ...] = (
-    FedAvgConfig,
-    FedProxConfig,
-    FedAvgMConfig,
-    FedAdagradConfig,
-    FedAdamConfig,
-    FedYogiConfig,
-    MedianConfig,
-    TrimmedMeanConfig,
-    KrumConfig,
-    MultiKrumConfig,
-)
-STRATEGY_NAMES: tuple[str, ...] = tuple(get_args(m.model_fields["name"].annotation)[0] for m in _MODELS)
-COMMON_KEYS = frozenset(_StrategyBase.model_fields)
-_PARAM_ORDER = ["mu", "eta", "momentum", "beta1", "beta2", "tau", "beta", "byzantine", "num_selected", "mean_only"]
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 def _name_of(value: Any) -> str:
-    """The tag that picks the model: ``name``, FedAvg when it is left out."""
+    """The tag that picks the model: ``name``, FedAvg when it is left out, yours when it has a ':'."""
     name = value.get("name", "fedavg") if isinstance(value, dict) else getattr(value, "name", "fedavg")
+    if isinstance(name, str) and ":" in name:
+        return USER_TAG
     return name if isinstance(name, str) else repr(name)
 
 
-StrategyConfig = Annotated[
-    Annotated[FedAvgConfig, Tag("fedavg")]
-    | Annotated[FedProxConfig, Tag("fedprox")]
-    | Annotated[FedAvgMConfig, Tag("fedavgm")]
-    | Annotated[FedAdagradConfig, Tag("fedadagrad")]
-    | Annotated[FedAdamConfig, Tag("fedadam")]
-    | Annotated[FedYogiConfig, Tag("fedyogi")]
-    | Annotated[MedianConfig, Tag("median")]
-    | Annotated[TrimmedMeanConfig, Tag("trimmed_mean")]
-    | Annotated[KrumConfig, Tag("krum")]
-    | Annotated[MultiKrumConfig, Tag("multi_krum")],
-    Discriminator(_name_of),
-]
+if TYPE_CHECKING:
+    StrategyConfig = StrategyBase
+else:
+    StrategyConfig = Annotated[
+        Union[  # noqa: UP007 - built from the registry at import time, which `X | Y` cannot spell
+            (*(Annotated[m, Tag(n)] for n, m in BUILTINS.items()), Annotated[UserStrategyConfig, Tag(USER_TAG)])
+        ],
+        Discriminator(_name_of),
+    ]
 
 
-def strategy_params(config: StrategyConfig) -> dict[str, Any]:
+def strategy_params(config: StrategyBase) -> dict[str, Any]:
     """A strategy's own parameters (the sampling keys and ``name`` left out)."""
-    dumped = config.model_dump()
-    return {k: dumped[k] for k in own_keys(config.name)}
+    return config.params()
 
 
-def own_keys(name: str) -> list[str]:
-    """The keys strategy ``name`` takes beyond the common ones, in one fixed order."""
-    model = dict(zip(STRATEGY_NAMES, _MODELS, strict=True))[name]
-    return sorted((k for k in model.model_fields if k not in COMMON_KEYS and k != "name"), key=_PARAM_ORDER.index)
+def _mean_based() -> str:
+    return f"{', '.join(MEAN_BASED[:-1])} or {MEAN_BASED[-1]}"
+
+
+def secagg_refusal(name: str) -> str:
+    """Why secure aggregation cannot run strategy ``name``, which needs every silo's own update."""
+    return f"strategy {name} needs every silo's own update, which secure aggregation hides (use {_mean_based()})"
+
+
+def dp_refusal(name: str) -> str:
+    """Why central DP cannot run strategy ``name``, which needs every silo's own update."""
+    return (
+        f"privacy.dp releases a noised mean, but strategy {name} looks at each update on its own "
+        f"(use {_mean_based()} with privacy.dp)"
+    )
+
+
+def resolve_strategy_name(section: Any, resolve: Callable[[str], str]) -> Any:
+    """The ``strategy:`` section with the file of a strategy of your own passed through ``resolve``
+    (the YAML's reader makes it absolute against the YAML's folder, as it does every path)."""
+    name = section.get("name") if isinstance(section, dict) else None
+    if not isinstance(name, str) or ":" not in name:
+        return section
+    path, _, class_name = name.rpartition(":")
+    if not path.endswith(".py"):
+        return section  # not a file: the schema says so, with the name as it was written
+    return {**section, "name": f"{resolve(path)}:{class_name}"}
 
 
 def strategy_error(loc: tuple[Any, ...], err: Any) -> tuple[tuple[Any, ...], str] | None:
@@ -169,8 +124,11 @@ def strategy_error(loc: tuple[Any, ...], err: Any) -> tuple[tuple[Any, ...], str
         tag = str(err.get("ctx", {}).get("tag", "?"))
         close = difflib.get_close_matches(tag, STRATEGY_NAMES, n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        return ("strategy", "name"), f"unknown strategy '{tag}'{hint} (use one of: {', '.join(STRATEGY_NAMES)})"
-    if len(loc) < 2 or loc[1] not in STRATEGY_NAMES:
+        if tag.endswith(".py"):
+            hint = f"; name its class too: '{tag}:ClassName'"
+        use = f"use one of: {', '.join(STRATEGY_NAMES)}; or a class of your own as {USER_TAG}"
+        return ("strategy", "name"), f"unknown strategy '{tag}'{hint} ({use})"
+    if len(loc) < 2 or loc[1] not in (*STRATEGY_NAMES, USER_TAG):
         return None
     tag, rest = str(loc[1]), ("strategy", *loc[2:])
     if err["type"] == "extra_forbidden":

@@ -53,6 +53,14 @@ class Aggregation(Protocol):
 
 
 class Strategy(Protocol):
+    """What the server loop asks of a strategy, built-in or your own (``strategy: {name: FILE.py:Class}``).
+
+    A class of your own may say ``individual_updates = False``: its aggregation needs only the
+    example-weighted mean of the round's updates, so it may run with secure aggregation and central
+    DP, which hand ``begin()``'s aggregation ONE pre-averaged update. Without it, fedsilo assumes the
+    strategy looks at each update on its own, and refuses those two (as it refuses the robust rules).
+    """
+
     @property
     def name(self) -> str: ...
 

@@ -40,8 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedsilo.errors import ConfigError, ParameterError
 from fedsilo.privacy import dp
-from fedsilo.privacy.accounting import Method, PrivacyAccountant, PrivacyEvent
+from fedsilo.privacy.accounting import METHODS, Method, PrivacyAccountant, PrivacyEvent
 from fedsilo.strategy.base import Aggregation, Sampling, Strategy, StrategyState
 from fedsilo.wire.arrays import ArrayDict
 from fedsilo.wire.deltas import apply, delta
@@ -50,6 +51,7 @@ from fedsilo.wire.messages import FitRes
 
 CLIP, ACCOUNTANT = "dp.clip_norm", "dp.accountant"
 NOISE_STREAM = 0xD9  # the generator of round r is default_rng([seed, r, NOISE_STREAM])
+_FIX = "see privacy.dp in the README (the YAML keys are the same)"
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,13 @@ class CentralDP:
     distributed: bool = False  # secure aggregation: the silos clipped and noised, the server only accounts
 
     def __post_init__(self) -> None:
-        self.update_noise_multiplier  # noqa: B018 - checks count_stddev against the budget now
+        problems = _problems(self)
+        if problems:
+            raise ParameterError("invalid central DP settings: " + "; ".join(problems), _FIX)
+        try:
+            self.update_noise_multiplier  # noqa: B018 - checks count_stddev against the budget now
+        except ConfigError as exc:
+            raise ParameterError(exc.message, exc.fix or _FIX) from None
 
     @property
     def name(self) -> str:
@@ -194,6 +202,23 @@ class DistributedDPAggregation:
         params, inner_state = self._inner.finish()
         clip = float(self._state.values[CLIP])
         return params, _with_dp(inner_state, clip, o.accountant_of(self._state).record(o.event))
+
+
+def _problems(s: CentralDP) -> list[str]:
+    """What the math refuses, each naming its parameter (the YAML's ``privacy.dp`` refuses the same)."""
+    checks = {
+        "noise_multiplier must be > 0": s.noise_multiplier > 0,
+        "clip_norm must be > 0": s.clip_norm > 0,
+        "expected_silos must be >= 1": s.expected_silos >= 1,
+        "sampling_rate must be in (0, 1]": 0 < s.sampling_rate <= 1,
+        "delta must be in (0, 1)": 0 < s.delta < 1,
+        "target_epsilon must be > 0 or None": s.target_epsilon is None or s.target_epsilon > 0,
+        "target_quantile must be in [0, 1]": 0 <= s.target_quantile <= 1,
+        "clip_learning_rate must be >= 0": s.clip_learning_rate >= 0,
+        "count_stddev must be > 0 or None": s.count_stddev is None or s.count_stddev > 0,
+        f"accountant must be one of {', '.join(METHODS)}": s.accountant in METHODS,
+    }
+    return [f"{rule}, got {getattr(s, rule.split()[0])!r}" for rule, ok in checks.items() if not ok]
 
 
 def _inner(state: StrategyState) -> StrategyState:

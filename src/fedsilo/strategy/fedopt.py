@@ -23,13 +23,13 @@ descend on).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from fnmatch import fnmatchcase
 from typing import Literal
 
 import numpy as np
 
-from fedsilo.errors import RunDirError
+from fedsilo.errors import ParameterError, RunDirError
 from fedsilo.strategy.base import Sampling, StrategyState
 from fedsilo.strategy.server_opt import Rule, adaptive_step, heavy_ball, initial_second_moment
 from fedsilo.wire.arrays import ArrayDict, WeightedSum
@@ -40,6 +40,7 @@ FedOptName = Literal["fedavgm", "fedadagrad", "fedadam", "fedyogi"]
 FEDOPT_NAMES: tuple[FedOptName, ...] = ("fedavgm", "fedadagrad", "fedadam", "fedyogi")
 DEFAULT_MEAN_ONLY = ("*running_mean", "*running_var")
 _RULES: dict[str, Rule] = {"fedadagrad": "adagrad", "fedadam": "adam", "fedyogi": "yogi"}
+_FIX = "see the strategy table in the README (the YAML keys are the same)"
 _F64 = np.empty(0, np.float64)  # a dtype template: WeightedSum.mean casts to the template's dtype
 
 
@@ -48,26 +49,45 @@ def _state_dtype(array: np.ndarray) -> np.dtype:
     return np.result_type(array.dtype, np.float32)
 
 
-@dataclass(frozen=True)
+#: Each rule's default server learning rate (the YAML's ``strategy: {name: ...}`` reads it from here):
+#: FedAvgM's ``eta`` 1 with momentum 0 is FedAvg exactly; Reddi et al. tune the adaptive rules' ``eta``
+#: per task, and these are starting points.
+DEFAULT_ETA: dict[FedOptName, float] = {"fedavgm": 1.0, "fedadagrad": 1e-1, "fedadam": 1e-2, "fedyogi": 1e-2}
+
+
+@dataclass(frozen=True, init=False)
 class FedOpt:
     """One server optimizer: ``name`` picks the rule; ``beta1`` is FedAvgM's momentum.
 
-    ``beta2`` is used by fedadam and fedyogi only; ``tau`` (the adaptivity, added to ``sqrt(v)``) by
-    the three adaptive rules only.
+    ``eta`` defaults to the rule's own (:data:`DEFAULT_ETA`). ``beta2`` is used by fedadam and
+    fedyogi only; ``tau`` (the adaptivity, added to ``sqrt(v)``) by the three adaptive rules only.
     """
 
-    name: FedOptName = "fedadam"
-    sampling: Sampling = field(default_factory=Sampling)
-    eta: float = 1e-2
-    beta1: float = 0.9
-    beta2: float = 0.99
-    tau: float = 1e-3
-    mean_only: Sequence[str] = DEFAULT_MEAN_ONLY
+    name: FedOptName
+    sampling: Sampling
+    eta: float
+    beta1: float
+    beta2: float
+    tau: float
+    mean_only: Sequence[str]
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        name: FedOptName = "fedadam",
+        sampling: Sampling | None = None,
+        eta: float | None = None,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+        tau: float = 1e-3,
+        mean_only: Sequence[str] = DEFAULT_MEAN_ONLY,
+    ) -> None:
+        if name not in FEDOPT_NAMES:
+            raise ParameterError(f"name must be one of {', '.join(FEDOPT_NAMES)}, not {name!r}", _FIX)
+        sampling = Sampling() if sampling is None else sampling
+        values = (name, sampling, DEFAULT_ETA[name] if eta is None else eta, beta1, beta2, tau, mean_only)
+        for f, value in zip(fields(self), values, strict=True):
+            object.__setattr__(self, f.name, value)  # frozen: each field is set once, here
         problems = []
-        if self.name not in FEDOPT_NAMES:
-            problems.append(f"name must be one of {', '.join(FEDOPT_NAMES)}, not {self.name!r}")
         if not self.eta > 0:
             problems.append(f"eta must be > 0, got {self.eta}")
         for key in ("beta1", "beta2"):
@@ -76,7 +96,7 @@ class FedOpt:
         if not self.tau > 0:
             problems.append(f"tau must be > 0, got {self.tau}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ParameterError("; ".join(problems), _FIX)
 
     def stepped(self, name: str, array: np.ndarray) -> bool:
         """Whether the optimizer steps this array (otherwise it takes the weighted mean)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fedsilo.errors import ParameterError
 from fedsilo.strategy.base import Sampling, StrategyState
 from fedsilo.strategy.fedavg import WeightedMeanAggregation
 from fedsilo.wire.arrays import ArrayDict
@@ -31,7 +32,7 @@ class FedProx:
 
     def __post_init__(self) -> None:
         if not self.mu > 0:
-            raise ValueError(f"FedProx needs mu > 0, got {self.mu}")
+            raise ParameterError(f"FedProx needs mu > 0, got {self.mu}", "use e.g. mu=0.01 (mu = 0 is FedAvg)")
 
     def initial_state(self, parameters: ArrayDict) -> StrategyState:
         return StrategyState()

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fedsilo.errors import RoundFailed
+from fedsilo.errors import ParameterError, RoundFailed
 from fedsilo.strategy.aggregate import (
     coordinate_median,
     krum_min_updates,
@@ -64,7 +64,7 @@ class Robust:
         if self.num_selected is not None and self.num_selected < 1:
             problems.append(f"num_selected must be >= 1, got {self.num_selected}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ParameterError("; ".join(problems), "see the README's strategy table (the YAML keys are the same)")
 
     def min_updates(self) -> int:
         """Fewest updates a round needs for this rule's guarantee."""
