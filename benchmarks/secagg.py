@@ -13,7 +13,7 @@ again on its way (``privacy/secagg/wire.py``). Printed, one JSON line per measur
 - ``round_s``: wall time of the whole round, all silos and the server in this one process;
 - ``server_s``: the server's steps alone; ``silo_s_mean`` / ``silo_s_max``: one silo's own steps
   (what each party would spend when deployed, silos working in parallel);
-- ``fedavg_s``: ``strategy.aggregate.weighted_mean`` of the same survivors' updates (no privacy);
+- ``fedavg_s``: ``WeightedSum`` (FedAvg's streaming mean) of the same survivors' updates (no privacy);
 - ``sent_bytes_mean`` / ``sent_bytes_max``: serialized bytes one silo sends in the round (keys,
   shares, masked vector, revealed shares), beside ``plain_update_bytes``, the float32 update alone;
 - ``max_abs_error``: largest difference between the secure sum and the float64 sum of the updates.
@@ -32,7 +32,7 @@ import numpy as np
 
 from fedsilo.privacy.secagg import FixedPoint, layout_of, new_round, simulate_round
 from fedsilo.privacy.secagg.prg import expand
-from fedsilo.strategy.aggregate import weighted_mean
+from fedsilo.wire.arrays import WeightedSum
 
 
 def model_updates(n: int, params: int, seed: int) -> dict[int, dict[str, np.ndarray]]:
@@ -69,7 +69,10 @@ def round_line(
     wall, run = sorted(runs, key=lambda x: x[0])[len(runs) // 2]
     survivors = [updates[u] for u in run.result.survivors]
     t = time.perf_counter()
-    mean = weighted_mean(survivors, [1.0] * len(survivors))
+    acc = WeightedSum()
+    for update in survivors:
+        acc.add(update, 1.0)
+    mean = acc.mean(survivors[0])
     fedavg = time.perf_counter() - t
     error = max(
         float(np.abs(run.result.total[k] - sum(u[k].astype(np.float64) for u in survivors)).max()) for k in mean

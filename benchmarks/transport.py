@@ -32,6 +32,7 @@ from fedsilo.experiment.provision import SERVER, load_kit, provision
 from fedsilo.runtime.deploy import credential_checker, tls_of
 from fedsilo.transport.grpc.server import GrpcServerTransport, wait_until
 from fedsilo.transport.grpc.silo import SiloRunner, SiloSettings
+from fedsilo.transport.grpc.transfers import SiloTransfers
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
 
 
@@ -83,13 +84,20 @@ class Echo:
         return EvaluateRes("bench", 0.0, 1)
 
 
-class TimedRunner(SiloRunner):
+class TimedTransfers(SiloTransfers):
     upload_s = 0.0
 
-    def _upload(self, task, data) -> None:  # type: ignore[no-untyped-def]
+    def upload(self, job, data) -> None:  # type: ignore[no-untyped-def]
         started = time.perf_counter()
-        super()._upload(task, data)
-        TimedRunner.upload_s = time.perf_counter() - started
+        super().upload(job, data)
+        TimedTransfers.upload_s = time.perf_counter() - started
+
+
+class TimedRunner(SiloRunner):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        t = self.transfers
+        self.transfers = TimedTransfers(t.stub, t.metadata, t.stall_timeout_s, t.over, t.log)
 
 
 def kits_in(folder: Path) -> Path:
@@ -125,7 +133,7 @@ def one_round(kits: Path, params: dict[str, np.ndarray], via_proxy: bool) -> dic
         thread.join(30)
         if proxy:
             proxy.close()
-    return {"round_s": round_s, "upload_s": TimedRunner.upload_s, "wire_bytes": moved}
+    return {"round_s": round_s, "upload_s": TimedTransfers.upload_s, "wire_bytes": moved}
 
 
 def main() -> None:

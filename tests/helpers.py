@@ -101,9 +101,9 @@ def attached_pool(
 ) -> Any:
     """A started :class:`WorkerPool` with the model's layout attached (the silo store in ``store``)."""
     from fedsilo.runtime.simulation import WorkerPool
-    from fedsilo.wire.arrays import Layout
+    from fedsilo.wire.arrays import BufferLayout
     from fedsilo.wire.codecs import Codec
 
     pool = WorkerPool(task, folders, *args, **kwargs)
-    pool.attach(Layout.of(params), codec or Codec(), store)
+    pool.attach(BufferLayout.of(params), codec or Codec(), store)
     return pool

@@ -26,7 +26,7 @@ from fedsilo.strategy.fedprox import FedProx
 from fedsilo.strategy.robust import Robust
 from fedsilo.wire.arrays import (
     ArrayDict,
-    Layout,
+    BufferLayout,
     WeightedSum,
     from_bytes,
     load_file,
@@ -41,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Aggregation",
     "ArrayDict",
+    "BufferLayout",
     "Client",
     "ConfigError",
     "DataError",
@@ -56,7 +57,6 @@ __all__ = [
     "FitIns",
     "FitInstructions",
     "FitRes",
-    "Layout",
     "NumpyClient",
     "PlanError",
     "Robust",

@@ -6,9 +6,9 @@ from dataclasses import fields
 
 import pytest
 
-from fedsilo.experiment.config import ServerConfig, TrainConfig
 from fedsilo.experiment.defaults import default_of
 from fedsilo.experiment.privacy_config import CentralDPConfig, CompressionConfig, LocalDPConfig, SecureAggregationConfig
+from fedsilo.experiment.sections import ServerConfig, TrainConfig
 from fedsilo.server.secure_aggregation import SecAggSettings
 from fedsilo.server.settings import LoopSettings
 from fedsilo.strategy.central_dp import CentralDP
@@ -66,3 +66,19 @@ def test_the_yaml_default_is_the_python_default(python: type, yaml: object, keys
 def test_the_loop_waits_as_long_for_silos_as_the_yaml_says() -> None:
     """The defect that started this: LoopSettings waited 60 s where `server.wait_timeout_s` said 120."""
     assert LoopSettings(rounds=1).wait_timeout == ServerConfig().wait_timeout_s == 120.0
+
+
+def test_the_transport_waits_as_the_yaml_and_the_cli_say() -> None:
+    import inspect
+
+    from fedsilo.runtime.deploy import SiloOptions
+    from fedsilo.transport.grpc.server import GrpcServerTransport
+    from fedsilo.transport.grpc.silo import SiloSettings
+
+    server = inspect.signature(GrpcServerTransport).parameters
+    yaml = ServerConfig()
+    assert server["heartbeat_s"].default == yaml.heartbeat_s
+    assert server["stall_timeout_s"].default == yaml.stall_timeout_s
+    for silo in (default_of(SiloSettings, "stall_timeout_s"), default_of(SiloOptions, "stall_timeout_s")):
+        assert silo == yaml.stall_timeout_s
+    assert default_of(SiloSettings, "connect_timeout_s") == default_of(SiloOptions, "connect_timeout_s")

@@ -1,4 +1,4 @@
-"""arrays.py: safetensors bytes and files, the shared-memory Layout, and streaming weighted sums."""
+"""arrays.py: safetensors bytes and files, the shared-memory BufferLayout, and streaming weighted sums."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from fedsilo.wire.arrays import (
     ArraySpec,
-    Layout,
+    BufferLayout,
     WeightedSum,
     from_bytes,
     load_file,
@@ -48,7 +48,7 @@ def test_bytes_round_trip_keeps_names_dtypes_shapes_values() -> None:
 
 def test_round_trip_keeps_the_order_of_names(tmp_path: Path) -> None:
     # An ArrayDict is an *ordered* mapping; a model read back must list its arrays as written,
-    # and two reads of the same bytes must agree (a Layout built from it depends on the order).
+    # and two reads of the same bytes must agree (a BufferLayout built from it depends on the order).
     arrays = mixed_arrays()
     data = to_bytes(arrays)
     save_file(arrays, tmp_path / "m.safetensors")
@@ -110,7 +110,7 @@ def test_layout_offsets_are_64_byte_aligned_by_hand() -> None:
         "d": np.zeros((3, 3), np.float16),  # 18 bytes -> next at 320
         "e": np.zeros((), np.float64),  # 8 bytes -> ends at 384
     }
-    layout = Layout.of(arrays)
+    layout = BufferLayout.of(arrays)
     assert layout.names == ("a", "b", "c", "d", "e")
     assert layout.offsets == (0, 64, 192, 256, 320)
     assert layout.size == 384
@@ -120,7 +120,7 @@ def test_layout_offsets_are_64_byte_aligned_by_hand() -> None:
 def test_layout_write_then_view_round_trips_mixed_dtypes() -> None:
     arrays = {k: v for k, v in mixed_arrays().items()}
     arrays["empty"] = np.zeros((0, 3), np.float32)
-    layout = Layout.of(arrays)
+    layout = BufferLayout.of(arrays)
     buffer = bytearray(layout.size)
     layout.write(arrays, buffer)
     view = layout.view(buffer)
@@ -130,7 +130,7 @@ def test_layout_write_then_view_round_trips_mixed_dtypes() -> None:
 
 def test_layout_view_is_zero_copy_over_the_buffer() -> None:
     arrays = {"w": np.arange(5, dtype=np.float32), "n": np.array([3], dtype=np.int64)}
-    layout = Layout.of(arrays)
+    layout = BufferLayout.of(arrays)
     buffer = bytearray(layout.size)
     view = layout.view(buffer)
     layout.write(arrays, buffer)
@@ -141,13 +141,13 @@ def test_layout_view_is_zero_copy_over_the_buffer() -> None:
 
 
 def test_layout_write_refuses_a_different_dtype() -> None:
-    layout = Layout.of({"w": np.zeros(3, np.float32)})
+    layout = BufferLayout.of({"w": np.zeros(3, np.float32)})
     with pytest.raises(TypeError):
         layout.write({"w": np.zeros(3, np.float64)}, bytearray(layout.size))
 
 
 def test_empty_layout_still_has_a_buffer() -> None:
-    assert Layout.of({}).size == 64
+    assert BufferLayout.of({}).size == 64
 
 
 def test_weighted_sum_uses_unequal_integer_weights() -> None:

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fedsilo.cli.io import err, guarded, out, print_summary
 from fedsilo.errors import ConfigError
+from fedsilo.transport.timing import CONNECT_TIMEOUT_S, STALL_TIMEOUT_S
 
 deploy_app = typer.Typer()
 
@@ -123,10 +124,10 @@ def silo(
     threads: Annotated[int, typer.Option(min=0, help="Torch threads (0: as many as cores).")] = 0,
     connect_timeout: Annotated[
         float, typer.Option(help="Seconds to keep trying to reach the server before giving up.")
-    ] = 120.0,
+    ] = CONNECT_TIMEOUT_S,
     stall_timeout: Annotated[
         float, typer.Option(help="Give a transfer up after this many seconds without progress.")
-    ] = 60.0,
+    ] = STALL_TIMEOUT_S,
     state: Annotated[
         Path | None, typer.Option(help="Folder for what the silo keeps between rounds (default: KIT/state).")
     ] = None,

@@ -29,7 +29,8 @@ from typing import Any
 
 from fedsilo.errors import ConfigError, KitError
 from fedsilo.experiment.certificates import Issued, certificate_problems, issue, make_ca, not_after
-from fedsilo.experiment.config import SILO_NAME, ExperimentConfig
+from fedsilo.experiment.config import ExperimentConfig
+from fedsilo.experiment.sections import SILO_NAME
 
 CA_DIR, SERVER = "ca", "server"
 KIT_FILE, CA_CERT, CA_KEY = "kit.json", "ca.crt", "ca.key"

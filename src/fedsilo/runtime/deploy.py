@@ -28,6 +28,7 @@ from fedsilo.transport.grpc.hub import Notify
 from fedsilo.transport.grpc.server import CheckCredential, GrpcServerTransport
 from fedsilo.transport.grpc.silo import Log, SiloRunner, SiloSettings, probe
 from fedsilo.transport.grpc.wire import Tls
+from fedsilo.transport.timing import CONNECT_TIMEOUT_S, STALL_TIMEOUT_S
 
 STATE = "state"  # the kit's sub-folder where a deployed silo keeps its state between rounds
 INSECURE_WARNING = (
@@ -99,8 +100,8 @@ class SiloOptions:
     server: str | None = None  # default: the kit's address
     device: str = "auto"
     insecure: bool = False
-    connect_timeout_s: float = 120.0
-    stall_timeout_s: float = 60.0
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    stall_timeout_s: float = STALL_TIMEOUT_S
     threads: int = 0  # torch threads; 0: all cores
     state: Path | None = None  # what the silo keeps between rounds; default: the kit's state/ folder
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fedsilo.wire.arrays import Layout
+from fedsilo.wire.arrays import BufferLayout
 from fedsilo.wire.messages import FailureKind
 
 # --- server -> worker ------------------------------------------------------------------------
@@ -20,7 +20,7 @@ from fedsilo.wire.messages import FailureKind
 class Attach:
     """Where the model's arrays live: sent once the server knows the model's layout."""
 
-    layout: Layout
+    layout: BufferLayout
     global_names: tuple[str, str]  # the two global-model buffers, used by calls in turn
     slot_names: tuple[str, str]  # this worker's two result slots, used by its fits in turn
     store_dir: str  # silos' top-k residuals and local-DP accountants (the run folder's), shared by all workers

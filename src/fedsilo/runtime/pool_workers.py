@@ -39,7 +39,7 @@ from fedsilo.runtime.pipes import (
     Stop,
 )
 from fedsilo.runtime.worker import SharedBuffer, WorkerSetup, buffer_of, worker_main
-from fedsilo.wire.arrays import Layout
+from fedsilo.wire.arrays import BufferLayout
 from fedsilo.wire.codecs import Codec, encoded_layout
 from fedsilo.wire.messages import EvaluateRes, ExchangeRes, Failure, FitRes
 
@@ -125,8 +125,8 @@ class PoolWorkers:
         self._ctx, self._setup, self._start_timeout = ctx, setup, start_timeout
         self.processes: list[WorkerProcess] = []
         self._shms: list[SharedMemory] = []  # the two global buffers, then two result slots per worker
-        self.layout: Layout | None = None
-        self.reply_layout: Layout | None = None  # where the current call's updates lie in the slots
+        self.layout: BufferLayout | None = None
+        self.reply_layout: BufferLayout | None = None  # where the current call's updates lie in the slots
         self._store_dir = ""
         self._next_buffer = 0
 
@@ -134,7 +134,7 @@ class PoolWorkers:
         for i in range(count):
             self.processes.append(WorkerProcess(self._ctx, self._setup, i))
 
-    def attach(self, layout: Layout, codec: Codec, store_dir: Path) -> None:
+    def attach(self, layout: BufferLayout, codec: Codec, store_dir: Path) -> None:
         """Wait for every worker to be ready, then give them the shared memory, sized for ``layout``."""
         for worker in self.processes:
             worker.await_ready(self._start_timeout)

@@ -27,7 +27,7 @@ from fedsilo.runtime.pipes import EvaluateJob, ExchangeJob, FitJob, PoolJob
 from fedsilo.runtime.pool_workers import PoolWorkers, start_context
 from fedsilo.runtime.silo_folders import SiloFolders
 from fedsilo.runtime.worker import WorkerSetup
-from fedsilo.wire.arrays import Layout
+from fedsilo.wire.arrays import BufferLayout
 from fedsilo.wire.codecs import Codec
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 
@@ -71,7 +71,7 @@ class WorkerPool(SiloFolders):
         except BaseException as exc:  # re-raised by attach() on the caller's thread
             self._start_error = exc
 
-    def attach(self, layout: Layout, codec: Codec, store_dir: Path) -> None:
+    def attach(self, layout: BufferLayout, codec: Codec, store_dir: Path) -> None:
         """Wait for every worker to be ready, then give them the model's shared-memory buffers.
 
         Result slots fit the model and its update encoded with ``codec`` (which has other arrays).

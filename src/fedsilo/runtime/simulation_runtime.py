@@ -25,7 +25,7 @@ from fedsilo.silo.store import SiloStore
 from fedsilo.tracking.run_dir import RunDir
 from fedsilo.transport.base import Transport
 from fedsilo.transport.inproc import InProcessTransport
-from fedsilo.wire.arrays import Layout
+from fedsilo.wire.arrays import BufferLayout
 
 if TYPE_CHECKING:
     from fedsilo.runtime.ray import RayTransport
@@ -65,7 +65,7 @@ class SimulationRuntime:
         task, _, loop = plan.parts()
         store = run.path / SILO_STORE
         if self._pool is not None:
-            self._pool.attach(Layout.of(plan.initial), loop.instructions.codec, store)
+            self._pool.attach(BufferLayout.of(plan.initial), loop.instructions.codec, store)
             return self._pool
         config, shared = plan.config, SiloStore(store)
         agents = {

@@ -35,7 +35,7 @@ from fedsilo.runtime.pipes import (
 from fedsilo.silo.agent import describe
 from fedsilo.silo.host import AgentCache, SiloHost, load_task
 from fedsilo.silo.store import SiloStore
-from fedsilo.wire.arrays import Layout
+from fedsilo.wire.arrays import BufferLayout
 from fedsilo.wire.codecs import Codec, encoded_layout
 from fedsilo.wire.messages import EvaluateRes, ExchangeRes, Failure, FitRes, check_update
 
@@ -118,7 +118,7 @@ def _serve(conn: connection.Connection, setup: WorkerSetup, index: int) -> None:
             shm.close()
 
 
-def _answer(host: SiloHost, job: PoolJob, layout: Layout, shms: list[SharedMemory]) -> PoolReply:
+def _answer(host: SiloHost, job: PoolJob, layout: BufferLayout, shms: list[SharedMemory]) -> PoolReply:
     """Run one job; the global model is read in place from its buffer, the update written to its slot."""
     if isinstance(job, ExchangeJob):
         return _piped(host.exchange(job.silo, job.step, job.payload))
@@ -129,7 +129,7 @@ def _answer(host: SiloHost, job: PoolJob, layout: Layout, shms: list[SharedMemor
     return _piped(host.evaluate(job.silo, job.folders, job.round, params, job.instructions))
 
 
-def _write_update(layout: Layout, slot: memoryview, res: FitRes, codec: Codec) -> FitRes | Failure:
+def _write_update(layout: BufferLayout, slot: memoryview, res: FitRes, codec: Codec) -> FitRes | Failure:
     """Write the update into the job's result slot, where the server expects it (the model's or its encoded form)."""
     try:
         up = encoded_layout(layout, codec)

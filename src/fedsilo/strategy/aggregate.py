@@ -1,10 +1,10 @@
 """Pure aggregation math over ArrayDicts (no state, no I/O).
 
-The mean is example-weighted. The robust rules (median, trimmed mean, Krum) are *unweighted*, as
-in their papers, and on purpose: a silo's example count is self-reported, so weighting by it would
-let one dishonest silo claim a huge count and outvote everyone. Every result takes the dtypes of
-the first update; integer arrays (e.g. BatchNorm's ``num_batches_tracked``) are rounded to the
-nearest integer.
+The example-weighted mean is :class:`fedsilo.wire.arrays.WeightedSum` (streamed as updates arrive).
+The robust rules (median, trimmed mean, Krum) are *unweighted*, as in their papers, and on purpose: a
+silo's example count is self-reported, so weighting by it would let one dishonest silo claim a huge
+count and outvote everyone. Every result takes the dtypes of the first update; integer arrays (e.g.
+BatchNorm's ``num_batches_tracked``) are rounded to the nearest integer.
 """
 
 from __future__ import annotations
@@ -14,19 +14,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fedsilo.wire.arrays import ArrayDict, WeightedSum
+from fedsilo.wire.arrays import ArrayDict
 
 Updates = Sequence[Mapping[str, np.ndarray]]
-
-
-def weighted_mean(updates: Updates, weights: Sequence[float]) -> ArrayDict:
-    """Example-weighted mean of ``updates`` (McMahan et al. 2017), in the dtypes of the first."""
-    if not updates or len(updates) != len(weights):
-        raise ValueError("need one weight per update and at least one update")
-    acc = WeightedSum()
-    for update, weight in zip(updates, weights, strict=True):
-        acc.add(update, weight)
-    return acc.mean(updates[0])
 
 
 def _cast(value: np.ndarray, like: np.ndarray) -> np.ndarray:

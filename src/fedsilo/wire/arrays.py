@@ -2,7 +2,7 @@
 
 An ``ArrayDict`` is an ordered ``name -> numpy array`` mapping (a plain ``dict``): arrays are
 matched by name, never by position. Anything written to disk or sent over a wire is safetensors
-bytes (no pickle). Inside one machine, :class:`Layout` places arrays in a flat buffer (shared
+bytes (no pickle). Inside one machine, :class:`BufferLayout` places arrays in a flat buffer (shared
 memory) so that a model can be broadcast once and read as zero-copy views.
 """
 
@@ -168,7 +168,7 @@ def spec_of(arrays: Mapping[str, np.ndarray]) -> dict[str, ArraySpec]:
 
 
 @dataclass(frozen=True, slots=True)
-class Layout:
+class BufferLayout:
     """Where each named array lives in one flat buffer (offsets aligned to 64 bytes)."""
 
     names: tuple[str, ...]
@@ -177,11 +177,11 @@ class Layout:
     size: int
 
     @classmethod
-    def of(cls, arrays: Mapping[str, np.ndarray]) -> Layout:
+    def of(cls, arrays: Mapping[str, np.ndarray]) -> BufferLayout:
         return cls.of_spec(spec_of(arrays))
 
     @classmethod
-    def of_spec(cls, specs_by_name: Mapping[str, ArraySpec]) -> Layout:
+    def of_spec(cls, specs_by_name: Mapping[str, ArraySpec]) -> BufferLayout:
         names, specs, offsets, pos = [], [], [], 0
         for name, spec in specs_by_name.items():
             names.append(name)

@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 
 from fedsilo.errors import ParameterError, UpdateRejected
-from fedsilo.wire.arrays import ArrayDict, ArraySpec, Layout
+from fedsilo.wire.arrays import ArrayDict, ArraySpec, BufferLayout
 from fedsilo.wire.deltas import apply, delta
 from fedsilo.wire.lossy import (
     Q8,
@@ -190,6 +190,6 @@ def encoded_spec(spec: Mapping[str, ArraySpec], codec: Codec) -> dict[str, Array
     return out
 
 
-def encoded_layout(layout: Layout, codec: Codec) -> Layout:
+def encoded_layout(layout: BufferLayout, codec: Codec) -> BufferLayout:
     """Where an update encoded with ``codec`` lies in a shared-memory slot (the model's own layout without one)."""
-    return layout if codec.name == "none" else Layout.of_spec(encoded_spec(layout.spec(), codec))
+    return layout if codec.name == "none" else BufferLayout.of_spec(encoded_spec(layout.spec(), codec))

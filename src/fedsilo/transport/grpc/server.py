@@ -23,6 +23,7 @@ from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
 from fedsilo.transport.grpc.hub import Assignment, Hub, Notify, Reply
 from fedsilo.transport.grpc.servicer import CheckCredential, Servicer
 from fedsilo.transport.grpc.wire import SERVER_OPTIONS, Tls, server_credentials
+from fedsilo.transport.timing import HEARTBEAT_S, STALL_TIMEOUT_S
 from fedsilo.wire.arrays import ArrayDict, to_bytes
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 
@@ -41,8 +42,8 @@ class GrpcServerTransport:
         check: CheckCredential,
         tls: Tls | None,
         task_sha256: str = "",
-        heartbeat_s: float = 5.0,
-        stall_timeout_s: float = 60.0,
+        heartbeat_s: float = HEARTBEAT_S,
+        stall_timeout_s: float = STALL_TIMEOUT_S,
         max_silos: int = 64,
         notify: Notify | None = None,
     ) -> None:

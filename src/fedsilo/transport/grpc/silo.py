@@ -10,12 +10,11 @@ too large is the server's decision: the silo always offers it, and a refusal end
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from fedsilo.errors import ConnectionFailed, ProtocolError
 from fedsilo.transport.base import SiloEndpoint
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
+from fedsilo.transport.grpc.transfers import AssignmentGone, SiloTransfers, Watchdog, describe_rpc_error
 from fedsilo.transport.grpc.wire import (
     CHANNEL_OPTIONS,
     CREDENTIAL_KEY,
@@ -32,15 +32,14 @@ from fedsilo.transport.grpc.wire import (
     SILO_KEY,
     Tls,
     channel_credentials,
-    chunks,
 )
+from fedsilo.transport.timing import CONNECT_TIMEOUT_S, HEARTBEAT_S, STALL_TIMEOUT_S
 from fedsilo.wire.arrays import ArrayDict, to_bytes, views_of
 from fedsilo.wire.instructions import EvaluateInstructions, FitInstructions
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 
 Log = Callable[[str], None]
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION)
-GONE = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
 
 
 @dataclass(frozen=True)
@@ -50,49 +49,14 @@ class SiloSettings:
     credential: str
     tls: Tls | None  # None only with --insecure
     task_sha256: str = ""
-    connect_timeout_s: float = 120.0
-    stall_timeout_s: float = 60.0
-
-
-class AssignmentGone(Exception):
-    """The server no longer wants this assignment (the round ended without it, or it refused the upload)."""
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    stall_timeout_s: float = STALL_TIMEOUT_S
 
 
 def open_channel(settings: SiloSettings) -> grpc.Channel:
     if settings.tls is None:
         return grpc.insecure_channel(settings.address, options=CHANNEL_OPTIONS)
     return grpc.secure_channel(settings.address, channel_credentials(settings.tls), options=CHANNEL_OPTIONS)
-
-
-def describe_rpc_error(exc: grpc.RpcError) -> str:
-    code = exc.code() if hasattr(exc, "code") else None
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    return f"{code.name if code else 'error'}: {' '.join(str(details).split())}"
-
-
-class _Watchdog:
-    """Cancels a call that has made no progress for ``timeout`` seconds (a slow call is fine)."""
-
-    def __init__(self, cancel: Callable[[], Any], timeout: float) -> None:
-        self._cancel = cancel
-        self._timeout = timeout
-        self._last = time.monotonic()
-        self._done = threading.Event()
-        self.fired = False
-        threading.Thread(target=self._watch, daemon=True, name="fedsilo-watchdog").start()
-
-    def touch(self) -> None:
-        self._last = time.monotonic()
-
-    def _watch(self) -> None:
-        while not self._done.wait(min(1.0, self._timeout / 4)):
-            if time.monotonic() - self._last > self._timeout:
-                self.fired = True
-                self._cancel()
-                return
-
-    def stop(self) -> None:
-        self._done.set()
 
 
 class SiloRunner:
@@ -106,7 +70,8 @@ class SiloRunner:
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self._over = threading.Event()  # the server said the run is over: abandon work in progress
-        self.heartbeat_s = 5.0
+        self.heartbeat_s = HEARTBEAT_S  # until the server says its own
+        self.transfers = SiloTransfers(self._stub, self._metadata, settings.stall_timeout_s, self._over, self.log)
 
     # --- session -------------------------------------------------------------------------
     def _session_loop(self) -> None:
@@ -117,7 +82,7 @@ class SiloRunner:
             call = self._stub.Session(
                 pb.Hello(protocol=PROTOCOL, task_sha256=self.settings.task_sha256), metadata=self._metadata
             )
-            dog = _Watchdog(call.cancel, max(3 * self.heartbeat_s, 5.0))
+            dog = Watchdog(call.cancel, max(3 * self.heartbeat_s, 5.0))
             try:
                 for event in call:
                     dog.touch()
@@ -176,12 +141,12 @@ class SiloRunner:
             self._handle_step(job)
             return
         try:
-            params = views_of(self._download(job))
+            params = views_of(self.transfers.download(job))
             reply = self._answer(job, params)
             del params
             self.log(_summary(job, reply))
             if isinstance(reply, FitRes):
-                self._upload(job, to_bytes(reply.parameters))
+                self.transfers.upload(job, to_bytes(reply.parameters))
                 result = pb.Result(num_examples=reply.num_examples, metrics_json=json.dumps(dict(reply.metrics)))
             elif isinstance(reply, EvaluateRes):
                 result = pb.Result(
@@ -190,14 +155,14 @@ class SiloRunner:
             else:
                 result = pb.Result(failure=reply.reason)
             result.assignment_id = job.assignment_id
-            self._submit(result)
+            self.transfers.submit(result)
         except AssignmentGone as exc:
             self.log(f"round {job.round}: {job.kind} abandoned ({exc})")
         except Exception as exc:  # e.g. an update that cannot be serialized: say so, and stay up for the next round
             reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             self.log(f"round {job.round}: {job.kind} failed on this silo ({reason})")
             with contextlib.suppress(AssignmentGone):
-                self._submit(pb.Result(assignment_id=job.assignment_id, failure=reason))
+                self.transfers.submit(pb.Result(assignment_id=job.assignment_id, failure=reason))
 
     def _answer(self, job: pb.Assignment, params: ArrayDict) -> FitRes | EvaluateRes | Failure:
         """The endpoint's reply, after parsing the server's instructions strictly (a typo is a failure)."""
@@ -213,121 +178,17 @@ class SiloRunner:
     def _handle_step(self, job: pb.Assignment) -> None:
         """A secure-aggregation step: download the server's message, answer it, upload the answer."""
         try:
-            reply = self.endpoint.exchange(job.step, bytes(self._download(job)))
+            reply = self.endpoint.exchange(job.step, bytes(self.transfers.download(job)))
             if isinstance(reply, Failure):
                 self.log(f"secure aggregation {job.step} failed: {reply.reason}")
-                self._submit(pb.Result(assignment_id=job.assignment_id, failure=reply.reason))
+                self.transfers.submit(pb.Result(assignment_id=job.assignment_id, failure=reply.reason))
                 return
-            self._upload(job, reply)
-            self._submit(pb.Result(assignment_id=job.assignment_id))
+            self.transfers.upload(job, reply)
+            self.transfers.submit(pb.Result(assignment_id=job.assignment_id))
         except AssignmentGone as exc:
             self.log(f"secure aggregation {job.step} abandoned ({exc})")
         except Exception as exc:  # a transfer error: the server drops this silo from the step
             self.log(f"secure aggregation {job.step} failed on this silo ({type(exc).__name__}: {exc})")
-
-    def _retry(self, what: str, step: Callable[[], bool], progress: Callable[[], int]) -> None:
-        """Run ``step`` until it returns True; give up only after ``stall_timeout_s`` without progress."""
-        last, last_progress = progress(), time.monotonic()
-        while True:
-            if self._over.is_set():
-                raise AssignmentGone("the server ended the run")
-            try:
-                if step():
-                    return
-            except grpc.RpcError as exc:
-                if exc.code() in GONE:
-                    raise AssignmentGone(describe_rpc_error(exc)) from None
-                self.log(f"{what} interrupted ({describe_rpc_error(exc)}); resuming")
-            now = progress()
-            if now != last:
-                last, last_progress = now, time.monotonic()
-            elif time.monotonic() - last_progress > self.settings.stall_timeout_s:
-                raise AssignmentGone(f"{what} made no progress for {self.settings.stall_timeout_s:.0f}s")
-            time.sleep(0.5)
-
-    def _download(self, job: pb.Assignment) -> bytearray:
-        """The assignment's model bytes, hashed as they arrive (resumed downloads continue the same hash)."""
-        buf = bytearray(job.model_bytes)
-        got = [0]
-        hasher = hashlib.sha256()
-
-        def step() -> bool:
-            call = self._stub.Download(
-                pb.DownloadRequest(model_id=job.model_id, offset=got[0]), metadata=self._metadata
-            )
-            dog = _Watchdog(call.cancel, self.settings.stall_timeout_s)
-            try:
-                for chunk in call:
-                    n = len(chunk.data)
-                    if got[0] + n > len(buf):
-                        raise AssignmentGone("the server sent more model bytes than announced")
-                    buf[got[0] : got[0] + n] = chunk.data
-                    hasher.update(chunk.data)
-                    got[0] += n
-                    dog.touch()
-            finally:
-                dog.stop()
-            return got[0] == len(buf)
-
-        self._retry("download", step, lambda: got[0])
-        if hasher.hexdigest() != job.model_sha256:
-            raise AssignmentGone("the downloaded model's checksum does not match")
-        return buf
-
-    def _upload(self, job: pb.Assignment, data: bytes) -> None:
-        """Send ``data`` in chunks, resuming where the server's copy ends.
-
-        The header declares the size whatever it is: the server decides whether it is too large.
-        If it is over the assignment's ``max_upload_bytes`` the server ends the assignment as
-        rejected and answers RESOURCE_EXHAUSTED, and the silo drops it at once (no retries).
-        """
-        over = len(data) > job.max_upload_bytes
-        digest = hashlib.sha256(data).hexdigest()
-        view = memoryview(data)
-        held = [0]
-        ref = pb.AssignmentRef(assignment_id=job.assignment_id)
-
-        def step() -> bool:
-            status = self._stub.UploadStatus(ref, metadata=self._metadata, timeout=30)
-            if status.complete:
-                return True
-            held[0] = status.received
-            dog: list[_Watchdog] = []
-
-            def parts() -> Iterator[pb.UploadPart]:
-                header = pb.UploadHeader(
-                    assignment_id=job.assignment_id, total_bytes=len(data), sha256=digest, offset=held[0]
-                )
-                yield pb.UploadPart(header=header)
-                for piece in chunks(view, held[0]):
-                    yield pb.UploadPart(data=bytes(piece))
-                    if dog:
-                        dog[0].touch()
-
-            future = self._stub.Upload.future(parts(), metadata=self._metadata)
-            dog.append(_Watchdog(future.cancel, self.settings.stall_timeout_s))
-            try:
-                ack = future.result()
-            except grpc.RpcError as exc:
-                if over and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # not a busy server: a refusal
-                    raise AssignmentGone(f"the server refused the upload: {describe_rpc_error(exc)}") from None
-                raise
-            finally:
-                dog[0].stop()
-            held[0] = ack.received
-            return bool(ack.complete)
-
-        self._retry("upload", step, lambda: held[0])
-
-    def _submit(self, result: pb.Result) -> None:
-        def step() -> bool:
-            ack = self._stub.Submit(result, metadata=self._metadata, timeout=60)
-            if not ack.accepted:
-                raise AssignmentGone(ack.reason)
-            return True
-
-        self._retry("submit", step, lambda: 0)
-
 
 def _summary(job: pb.Assignment, reply: FitRes | EvaluateRes | Failure) -> str:
     if isinstance(reply, Failure):
