@@ -54,17 +54,19 @@ class Gathered:
     measured: dict[str, Any]  # upload_bytes and upload_bytes_raw (the plain model's size)
 
 
+@dataclass(frozen=True)
+class RoundFit:
+    """What a round asks: ``instructions`` and the global model ``params`` to the ``selected`` silos."""
+
+    round: int
+    selected: Sequence[str]
+    params: ArrayDict
+    instructions: FitInstructions
+
+
 class Gatherer(Protocol):
-    def gather(
-        self,
-        rnd: int,
-        selected: Sequence[str],
-        params: ArrayDict,
-        instructions: FitInstructions,
-        aggregation: Aggregation,
-        log: RoundLog,
-    ) -> Gathered:
-        """Send the fit to ``selected``, fold what comes back into ``aggregation``; RoundFailed if too few."""
+    def gather(self, fit: RoundFit, aggregation: Aggregation, log: RoundLog) -> Gathered:
+        """Send the fit, fold what comes back into ``aggregation``; RoundFailed if too few came."""
 
 
 def require_updates(rnd: int, usable: int, selected: Sequence[str], min_fit: int, failures: Sequence[Failure]) -> None:
@@ -102,21 +104,14 @@ class PlainGatherer:
     max_update_bytes: int
     min_fit: int
 
-    def gather(
-        self,
-        rnd: int,
-        selected: Sequence[str],
-        params: ArrayDict,
-        instructions: FitInstructions,
-        aggregation: Aggregation,
-        log: RoundLog,
-    ) -> Gathered:
+    def gather(self, fit: RoundFit, aggregation: Aggregation, log: RoundLog) -> Gathered:
+        rnd, params = fit.round, fit.params
         expected = spec_of(params)
         sent = raw = 0
-        for reply in self.transport.fit(selected, FitIns(rnd, params, instructions), self.timeout):
+        for reply in self.transport.fit(fit.selected, FitIns(rnd, params, fit.instructions), self.timeout):
             sizes: dict[str, Any] = {}
             if isinstance(reply, FitRes):
-                got = receive_fit(reply, params, expected, instructions.codec, self.max_update_bytes)
+                got = receive_fit(reply, params, expected, fit.instructions.codec, self.max_update_bytes)
                 sizes = {"upload_bytes": got.upload_bytes, "upload_bytes_raw": got.upload_bytes_raw}
                 sent, raw = sent + got.upload_bytes, raw + got.upload_bytes_raw
                 if got.result is None:
@@ -125,5 +120,5 @@ class PlainGatherer:
                     reply = got.result
                     aggregation.add(reply)
             log.reply(rnd, "fit", reply, sizes)
-        require_updates(rnd, aggregation.count, selected, self.min_fit, log.failures)
+        require_updates(rnd, aggregation.count, fit.selected, self.min_fit, log.failures)
         return Gathered(aggregation.count, {"upload_bytes": sent, "upload_bytes_raw": raw})

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from fedsilo.errors import RoundFailed
 from fedsilo.server.evaluation import federated_summary
-from fedsilo.server.gather import Gatherer, PlainGatherer, RoundLog
+from fedsilo.server.gather import Gatherer, PlainGatherer, RoundFit, RoundLog
 from fedsilo.server.registry import EVALUATE, FIT, round_rng, sample_silos, wait_for_silos
 from fedsilo.server.secure_gather import SecureGatherer
 from fedsilo.server.settings import LoopSettings
@@ -132,7 +132,7 @@ class ServerLoop:
         log = self._log(rnd)
         instructions = self._instructions(rnd, state)
         aggregation = self.strategy.begin(rnd, params, state)
-        gathered = self.gatherer.gather(rnd, selected, params, instructions, aggregation, log)
+        gathered = self.gatherer.gather(RoundFit(rnd, selected, params, instructions), aggregation, log)
         params, state = aggregation.finish()
         privacy = self.strategy.round_metrics(state) if isinstance(self.strategy, SpendsPrivacy) else {}
         log.row(round_row(rnd, gathered.updates, {**gathered.measured, **privacy}))

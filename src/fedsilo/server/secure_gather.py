@@ -9,18 +9,16 @@ the updates is the protocol's messages, recorded beside the plain models' size.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from fedsilo.errors import UpdateRejected
-from fedsilo.server.gather import Gathered, RoundLog, require_updates
+from fedsilo.server.gather import Gathered, RoundFit, RoundLog, require_updates
 from fedsilo.server.secure_aggregation import SecAggSettings, secure_mean
 from fedsilo.strategy.base import Aggregation
 from fedsilo.transport.base import Transport
-from fedsilo.wire.arrays import ArrayDict, spec_of, wire_size
-from fedsilo.wire.instructions import FitInstructions
+from fedsilo.wire.arrays import spec_of, wire_size
 from fedsilo.wire.messages import Failure, FitIns, FitRes, check_num_examples
 
 
@@ -41,25 +39,18 @@ class SecureGatherer:
     settings: SecAggSettings
     min_fit: int
 
-    def gather(
-        self,
-        rnd: int,
-        selected: Sequence[str],
-        params: ArrayDict,
-        instructions: FitInstructions,
-        aggregation: Aggregation,
-        log: RoundLog,
-    ) -> Gathered:
+    def gather(self, fit: RoundFit, aggregation: Aggregation, log: RoundLog) -> Gathered:
+        rnd, params = fit.round, fit.params
         kept: dict[str, int] = {}  # silo -> examples, updates still in the silos
-        instructions = replace(instructions, secagg=self.settings.request(self.min_fit))  # keep the update
-        for reply in self.transport.fit(selected, FitIns(rnd, params, instructions), self.timeout):
+        instructions = replace(fit.instructions, secagg=self.settings.request(self.min_fit))  # keep the update
+        for reply in self.transport.fit(fit.selected, FitIns(rnd, params, instructions), self.timeout):
             if isinstance(reply, FitRes):
                 try:
                     kept[reply.silo] = check_kept(reply)
                 except UpdateRejected as exc:
                     reply = Failure(reply.silo, exc.message, "rejected")
             log.reply(rnd, "fit", reply)
-        require_updates(rnd, len(kept), selected, self.min_fit, log.failures)
+        require_updates(rnd, len(kept), fit.selected, self.min_fit, log.failures)
         # the session nonce and SecAgg+ graph seed must be unpredictable; the sum does not depend on them
         rng = np.random.default_rng(secrets.randbits(128))
         outcome = secure_mean(self.transport, rnd, params, kept, self.settings, rng, max(self.min_fit, 1))
