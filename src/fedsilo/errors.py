@@ -79,6 +79,17 @@ class RunDirError(FedsiloError):
     exit_code = 8
 
 
+class DiskFull(RunDirError):
+    """A file could not be written for want of space: a full disk, a quota, or a file-size limit.
+
+    What was written before stays whole (checkpoints and results are replaced atomically, and the
+    metrics log is cut back to its last whole line), so a run continues with ``--resume`` once
+    there is space again.
+    """
+
+    exit_code = 13
+
+
 class KitError(FedsiloError):
     """A deployment kit (certificates, keys, credential) is missing, damaged or would be overwritten."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from fedsilo.errors import RunDirError
 from fedsilo.strategy.base import StrategyState
 from fedsilo.wire.arrays import ArrayDict, load_file, read_metadata, save_file
+from fedsilo.wire.files import dumps
 
 FORMAT = "fedsilo-checkpoint/1"
 _NAME = re.compile(r"round_(\d+)\.safetensors$")
@@ -36,7 +37,7 @@ def save_checkpoint(folder: Path, round: int, parameters: ArrayDict, state: Stra
     meta = {
         "format": FORMAT,
         "round": str(round),
-        "strategy_values": json.dumps(dict(state.values)),
+        "strategy_values": dumps(dict(state.values)),
     }
     path = checkpoint_path(folder, round)
     save_file(arrays, path, meta)

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import safetensors.numpy as st
 
+from fedsilo.wire.files import write_atomic
+
 ArrayDict = dict[str, np.ndarray]
 
 
@@ -100,12 +102,12 @@ def views_of(buffer: bytes | bytearray | memoryview) -> ArrayDict:
 
 
 def save_file(arrays: Mapping[str, np.ndarray], path: Path, metadata: Mapping[str, str] | None = None) -> None:
-    """Write arrays to ``path`` atomically, so that a crash never leaves half a checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tensors, meta = _prepare(arrays, metadata)
-    st.save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    """Write arrays to ``path`` atomically, so that a crash never leaves half a checkpoint.
+
+    The bytes are made in memory and written by Python, so that a full disk is a
+    :class:`~fedsilo.errors.DiskFull` (safetensors' own writer reports it only as text).
+    """
+    write_atomic(path, to_bytes(arrays, metadata))
 
 
 def load_file(path: Path) -> ArrayDict:
