@@ -294,3 +294,30 @@ def test_a_silo_failing_once_costs_one_round_when_failures_are_allowed(cli, make
     summary = json.loads((run_folder(path.parent / "runs") / "summary.json").read_text())
     assert summary["failed_rounds"] == [1] and summary["rounds"] == 3
     assert summary["final"] is not None
+
+
+@pytest.mark.parametrize("runtime", ["in_process", "pool", "processes"])
+def test_a_silo_lying_in_its_evaluation_is_rejected_and_the_summary_stays_json(
+    cli, make_experiment, run_folder, metrics_of, runtime: str
+) -> None:
+    from fedsilo.experiment.config import load_config
+    from helpers import TASKS, run_in_processes
+
+    path = make_experiment(rounds=2, workers=int(runtime == "pool"), task=TASKS / "lying_numpy.py")
+    (path.parent / "data" / "b" / "EVAL_LOSS").write_text("nan")
+    (path.parent / "data" / "c" / "EVAL_METRICS").write_text('{"failure": 1, "num_examples": 1e30}')
+    if runtime == "processes":
+        pytest.importorskip("grpc")
+        run_in_processes(*load_config(path))
+    else:
+        assert "4 silo failures" in " ".join(run_ok(cli, path).stdout.split())
+    run = run_folder(path.parent / "runs")
+    for name in ("metrics.jsonl", "summary.json"):
+        assert "NaN" not in (run / name).read_text()
+    summary = json.loads((run / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert summary["failures"] == 4  # b and c, each round, once each
+    assert summary["federated"]["num_examples"] == 8  # a's test set alone
+    assert summary["federated"]["loss"] > 0
+    rejected = [r for r in metrics_of(run) if r.get("failure_kind") == "rejected"]
+    assert {(r["round"], r["silo"]) for r in rejected} == {(1, "b"), (1, "c"), (2, "b"), (2, "c")}
+    assert "loss=nan" in rejected[0]["failure"] + rejected[1]["failure"]

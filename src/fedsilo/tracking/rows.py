@@ -25,6 +25,15 @@ Phase = Literal["fit", "evaluate", "round", "secagg"]
 Value = float | int | str | None
 #: The keys a row has besides its measurements.
 FIELDS = ("round", "scope", "silo", "phase", "failure", "failure_kind", "time")
+#: What the server itself writes beside a silo's metrics: a reply's count and loss, its bytes, and
+#: (prefix) the federated row's worst silo. A silo's metric may not take one of these names.
+SERVER_MEASURES = ("num_examples", "loss", "upload_bytes", "upload_bytes_raw")
+SERVER_PREFIX = "worst_"
+
+
+def reserved(name: str) -> bool:
+    """Whether a silo's metric called ``name`` would collide with a row's own field or measure."""
+    return name in FIELDS or name in SERVER_MEASURES or name.startswith(SERVER_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
