@@ -321,3 +321,21 @@ def test_a_silo_lying_in_its_evaluation_is_rejected_and_the_summary_stays_json(
     rejected = [r for r in metrics_of(run) if r.get("failure_kind") == "rejected"]
     assert {(r["round"], r["silo"]) for r in rejected} == {(1, "b"), (1, "c"), (2, "b"), (2, "c")}
     assert "loss=nan" in rejected[0]["failure"] + rejected[1]["failure"]
+
+
+def test_a_silo_cannot_write_escape_sequences_to_the_console_or_the_run_folder(
+    cli, make_experiment, run_folder, metrics_of
+) -> None:
+    from helpers import TASKS
+
+    path = make_experiment(rounds=1, task=TASKS / "lying_numpy.py", extra={"strategy": {"min_fit_clients": 3}})
+    fake = "\x1b[2J\x1b[H\x1b[32m  round 99 done in 0.1s\x1b[0m\r\n\x9b1A\u202e"
+    (path.parent / "data" / "b" / "RAISE_TEXT").write_text(fake)
+    result = cli("run", path)  # b fails, so the round fails: its reason is in the error line too
+    assert result.exit_code == 7
+    control = [c for c in result.stderr + result.stdout if ord(c) < 32 and c != "\n" or 0x7F <= ord(c) < 0xA0]
+    assert control == [] and "\u202e" not in result.stderr
+    assert "RuntimeError: [2J[H[32m round 99 done in 0.1s[0m 1A" in " ".join(result.stderr.split())
+    run = run_folder(path.parent / "runs")
+    (failed,) = [r for r in metrics_of(run) if r.get("silo") == "b"]
+    assert failed["failure"].startswith("RuntimeError: [2J[H[32m round 99 done in 0.1s[0m 1A (at ")

@@ -1,7 +1,8 @@
-"""A NumPy task whose silos may lie in their evaluations (marker files in the silo's folder).
+"""A NumPy task whose silos may lie (marker files in the silo's folder).
 
 Self-contained (a deployed silo gets this one file). Softmax regression, 4 features -> 2 classes.
 
+- ``RAISE_TEXT``: training raises a RuntimeError whose message is the file's text (escapes and all)
 - ``EVAL_LOSS``: the evaluation's loss is the float the file holds (``nan``, ``inf``)
 - ``EVAL_METRICS``: a JSON object of metrics sent beside the real ones (``{"failure": 1}``)
 """
@@ -33,7 +34,9 @@ def _probabilities(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 
 
 def train(params: dict[str, np.ndarray], data: Any, settings: TrainSettings, rng: np.random.Generator) -> Any:
-    x, y, _ = data
+    x, y, folder = data
+    if (folder / "RAISE_TEXT").exists():
+        raise RuntimeError((folder / "RAISE_TEXT").read_text())
     p = _probabilities(params, x)
     p[np.arange(len(y)), y] -= 1.0
     w = params["w"] - settings.lr * (x.T @ p) / len(y)

@@ -19,6 +19,7 @@ from fedsilo.cli.deploy import deploy_app
 from fedsilo.cli.io import err, out, print_summary
 from fedsilo.cli.io import guarded as _guarded
 from fedsilo.errors import ConfigError
+from fedsilo.wire.text import printable
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="fedsilo: federated learning across trust boundaries."
@@ -148,7 +149,7 @@ def run(
                 raise ConfigError(f"unknown runtime {runtime!r}", f"use --runtime {', '.join(RUNTIMES)}")
             config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"kind": runtime})})
         progress = ConsoleProgress(config.rounds, err, verbose=not quiet)
-        notify = None if quiet else (lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+        notify = None if quiet else (lambda m: err.print(f"[dim]{escape(printable(m))}[/dim]"))
         result = run_experiment(config, text, [progress], resume, baselines, notify)
         print_summary(result.summary)
 

@@ -17,6 +17,7 @@ from rich.table import Table
 from fedsilo.cli.io import err, guarded, out, print_summary
 from fedsilo.errors import ConfigError
 from fedsilo.transport.timing import CONNECT_TIMEOUT_S, STALL_TIMEOUT_S
+from fedsilo.wire.text import printable
 
 deploy_app = typer.Typer()
 
@@ -96,7 +97,7 @@ def server(
             err.print(f"[bold red]{INSECURE_WARNING}[/bold red]")
 
         def notify(message: str) -> None:
-            err.print(f"[cyan]{escape(message)}[/cyan]")
+            err.print(f"[cyan]{escape(printable(message))}[/cyan]")
 
         def serving(transport: GrpcServerTransport) -> None:
             where = listen or "the kit's address"
