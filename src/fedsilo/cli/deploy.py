@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fedsilo.cli.io import err, guarded, out, print_summary
 from fedsilo.errors import ConfigError
+from fedsilo.experiment.bounds import MAX_COUNT
 from fedsilo.transport.timing import CONNECT_TIMEOUT_S, STALL_TIMEOUT_S
 from fedsilo.wire.text import printable
 
@@ -72,7 +73,7 @@ def server(
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this run folder from its last checkpoint.")
     ] = None,
-    rounds: Annotated[int | None, typer.Option(min=1, help="Override the number of rounds.")] = None,
+    rounds: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Override the number of rounds.")] = None,
     insecure: Insecure = False,
     quiet: Annotated[bool, typer.Option(help="Print round lines and failures only.")] = False,
 ) -> None:
