@@ -339,3 +339,38 @@ def test_a_silo_cannot_write_escape_sequences_to_the_console_or_the_run_folder(
     run = run_folder(path.parent / "runs")
     (failed,) = [r for r in metrics_of(run) if r.get("silo") == "b"]
     assert failed["failure"].startswith("RuntimeError: [2J[H[32m round 99 done in 0.1s[0m 1A (at ")
+
+
+def test_resume_from_a_damaged_checkpoint_names_it_and_the_one_before_resumes(
+    cli, make_experiment, run_folder
+) -> None:
+    from safetensors.numpy import load_file as raw_load
+    from safetensors.numpy import save_file as raw_save
+
+    from fedsilo.wire.arrays import Damaged, _raw_metadata, written_digest
+
+    straight = make_experiment(folder="straight", rounds=4)
+    run_ok(cli, straight)
+    full = run_folder(straight.parent / "runs")
+    assert written_digest(full / "model.safetensors") is not None  # the final model has its digest too
+
+    stopped = make_experiment(folder="stopped", rounds=3)
+    run_ok(cli, stopped)
+    part = run_folder(stopped.parent / "runs")
+    damaged = part / "checkpoints" / "round_0003.safetensors"
+    arrays, meta = raw_load(str(damaged)), _raw_metadata(damaged)
+    arrays["model/w"] = arrays["model/w"].copy()
+    arrays["model/w"][0, 0] = 1000.0  # one weight, in a file that is still valid safetensors
+    raw_save(arrays, str(damaged), metadata=meta)
+
+    result = cli("run", "--resume", part, "--rounds", "4")
+    assert result.exit_code == 8 and "Traceback" not in result.stderr
+    line = " ".join(result.stderr.split())
+    assert f"checkpoint {damaged} is damaged" in line and "delete it to resume from the one before" in line
+
+    damaged.unlink()
+    run_ok(cli, "--resume", part, "--rounds", "4")
+    assert_same_model(model_of(part), model_of(full))
+    raw_save(arrays, str(part / "model.safetensors"), metadata=_raw_metadata(part / "model.safetensors"))
+    with pytest.raises(Damaged):
+        model_of(part)  # fedsilo.load_file checks the final model's digest as well
