@@ -71,10 +71,13 @@ def disk_full(path: Path, exc: OSError) -> DiskFull:
         free = f"{shutil.disk_usage(mount).free:,} bytes free"
     except OSError:
         free = "free space unknown"
+    code = exc.errno or errno.ENOSPC
+    fix = {
+        errno.EFBIG: "raise this process's file-size limit (`ulimit -f`)",
+        errno.EDQUOT: f"free space within your quota on {mount}",
+    }.get(code, f"free space on {mount}")
     return DiskFull(
-        f"the disk is full: could not write {path} ({os.strerror(exc.errno or errno.ENOSPC)}; "
-        f"the disk is {mount}, {free})",
-        f"free space on {mount} (or raise the file-size limit)",
+        f"the disk is full: could not write {path} ({os.strerror(code)}; the disk is {mount}, {free})", fix
     )
 
 
