@@ -53,8 +53,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         meta = read_metadata(path)
         arrays = load_file(path)
-    except Damaged as exc:
-        raise RunDirError(f"checkpoint {path} is damaged: {exc}", DELETE_IT) from None
+    except Damaged:
+        raise RunDirError(
+            f"checkpoint {path} is damaged: its weights or state differ from the digest it was written with",
+            DELETE_IT,
+        ) from None
     except Exception as exc:
         raise RunDirError(f"checkpoint {path} is unreadable: {exc}", DELETE_IT) from exc
     if meta.get("format") != FORMAT:
