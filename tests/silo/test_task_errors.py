@@ -59,8 +59,8 @@ def test_validate_and_run_say_it_in_one_line(cli, make_experiment, tmp_path: Pat
     assert ("model()" if kind == "model_raises" else "load_data(") in " ".join(result.stderr.split())
 
 
-def test_a_data_path_that_is_a_file_is_not_called_missing(cli, make_experiment, tmp_path: Path) -> None:
-    path = make_experiment()
+def test_a_data_path_that_is_a_file_is_not_called_missing(cli, make_experiment, torch_task: Path) -> None:
+    path = make_experiment(task=torch_task)  # no load_data of its own: the default loader needs a folder
     folder = path.parent / "data" / "b"
     for child in folder.iterdir():
         child.unlink()
@@ -71,7 +71,7 @@ def test_a_data_path_that_is_a_file_is_not_called_missing(cli, make_experiment, 
     assert result.exit_code != 0 and "is a file, not a folder" in line and "does not exist" not in line
 
 
-def test_a_default_loader_on_a_file_is_not_called_missing(tmp_path: Path, linear_task: Path) -> None:
+def test_a_default_loader_on_a_file_is_not_called_missing(tmp_path: Path, torch_task: Path, linear_task: Path) -> None:
     from fedsilo.data.loaders import check_silo_folder, load_split
 
     (tmp_path / "a").write_text("x")
@@ -79,7 +79,12 @@ def test_a_default_loader_on_a_file_is_not_called_missing(tmp_path: Path, linear
         with pytest.raises(DataError, match="is a file, not a folder"):
             read()
     with pytest.raises(DataError, match="is a file, not a folder"):
+        TaskModule.load(torch_task).load_data([tmp_path / "a"], "train")
+    # a task's own load_data may read one file per silo (examples/toy_linear reads a CSV): its own error
+    with pytest.raises(TaskError, match="NotADirectoryError"):
         TaskModule.load(linear_task).load_data([tmp_path / "a"], "train")
+    with pytest.raises(DataError, match="does not exist"):
+        TaskModule.load(linear_task).load_data([tmp_path / "b"], "train")
 
 
 def test_nan_pixels_name_the_silos_folder_and_split(cli, make_experiment) -> None:

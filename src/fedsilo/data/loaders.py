@@ -17,16 +17,19 @@ from fedsilo.errors import DataError
 _MAKE = "run `fedsilo data split ...` to create it, or correct the path in the experiment YAML"
 
 
-def folder_problem(folder: Path) -> str | None:
-    """Why ``folder`` cannot be a data folder (it does not exist, or it is a file), or None."""
-    if Path(folder).is_dir():
-        return None
-    return "is a file, not a folder" if Path(folder).exists() else "does not exist"
+def folder_problem(folder: Path, needs_folder: bool = True) -> str | None:
+    """Why a silo's ``data:`` path cannot be read, or None: it does not exist, or it is a file
+    where a folder is needed (this module's loader; a task's own ``load_data`` may read a file)."""
+    if not Path(folder).exists():
+        return "does not exist"
+    if needs_folder and not Path(folder).is_dir():
+        return "is a file, not a folder"
+    return None
 
 
-def require_folder(folder: Path) -> Path:
-    """``folder``, or a DataError saying whether it is missing or a file."""
-    problem = folder_problem(folder)
+def require_folder(folder: Path, needs_folder: bool = True) -> Path:
+    """``folder``, or a DataError saying whether it is missing or a file (see :func:`folder_problem`)."""
+    problem = folder_problem(folder, needs_folder)
     if problem is not None:
         raise DataError(f"silo data folder {folder} {problem}", fix=_MAKE)
     return Path(folder)

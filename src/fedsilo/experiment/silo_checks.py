@@ -46,7 +46,7 @@ def count(task: TaskModule | None, folder: Path, split: str) -> int | None:
     Without a task (it failed to load) only the folder's existence can be checked.
     """
     if task is None:
-        require_folder(folder)
+        require_folder(folder, needs_folder=False)  # whether it must be a folder is the task's to say
         return None
     if getattr(task.module, "load_data", None) is None:
         return check_silo_folder(folder, (split,))[split]
@@ -67,7 +67,7 @@ def check_data(config: ExperimentConfig, task: TaskModule | None, silo_data: boo
         if prepare_note is not None and not silo.data.exists() and will_prepare(config, silo.data):
             found.append(SiloPlan(silo.name, silo.data, None, None, prepare_note))
         elif i >= opened:
-            problem = folder_problem(silo.data)
+            problem = folder_problem(silo.data, task is not None and task.needs_folders)
             if problem is not None:
                 missing.append(silo.name)
             note = NOT_OPENED if problem is None else "missing" if not silo.data.exists() else "a file, not a folder"

@@ -175,10 +175,16 @@ class TaskModule:
         """Each folder's ``split`` as the task reads it, checked (countable, finite), then pooled."""
         parts = []
         for folder in folders:
-            data = self._load_one(require_folder(folder), split)
+            data = self._load_one(require_folder(folder, self.needs_folders), split)
             check_finite(data, folder, split)
             parts.append(data)
         return _pool(parts)
+
+    @property
+    def needs_folders(self) -> bool:
+        """Whether a silo's ``data:`` must be a folder: yes for the default loader; a task's own
+        ``load_data`` may read a file (one CSV per silo)."""
+        return getattr(self.module, "load_data", None) is None
 
     def _load_one(self, folder: Path, split: str) -> Any:
         own = getattr(self.module, "load_data", None)
