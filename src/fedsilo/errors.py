@@ -6,6 +6,8 @@ returns, so the CLI can print exactly one readable line and never a traceback.
 
 from __future__ import annotations
 
+import traceback
+
 
 class FedsiloError(Exception):
     """Base of every error fedsilo raises on purpose."""
@@ -20,6 +22,16 @@ class FedsiloError(Exception):
     def one_line(self) -> str:
         """The message and its fix as the single line the CLI prints."""
         return f"{self.message} -> {self.fix}" if self.fix else self.message
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming an error and where in user code it happened (a fedsilo error: its one line)."""
+    if isinstance(exc, FedsiloError):
+        return exc.one_line()
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    message = " ".join(str(exc).split())  # one line, whatever the exception's text looks like
+    return f"{type(exc).__name__}: {message}{where}"
 
 
 class ConfigError(FedsiloError):
@@ -77,6 +89,17 @@ class RunDirError(FedsiloError):
     """A run folder is missing, incomplete or would be overwritten."""
 
     exit_code = 8
+
+
+class DiskFull(RunDirError):
+    """A file could not be written for want of space: a full disk, a quota, or a file-size limit.
+
+    What was written before stays whole (checkpoints and results are replaced atomically, and the
+    metrics log is cut back to its last whole line), so a run continues with ``--resume`` once
+    there is space again.
+    """
+
+    exit_code = 13
 
 
 class KitError(FedsiloError):

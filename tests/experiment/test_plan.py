@@ -141,7 +141,7 @@ def test_with_many_silos_only_the_first_few_are_opened(make_experiment) -> None:
     shutil.rmtree(data / "s060")
     shutil.rmtree(data / "s070")
     plan = plan_of(path)
-    assert plan.problems == ("2 silos' data folders do not exist (s060, s070) -> "
+    assert plan.problems == ("2 silos' data folders do not exist (s060, s070; see the plan's notes) -> "
                              "run `fedsilo data split` or fix `silos:` in the YAML",)  # fmt: skip
     assert [s.train_examples for s in plan.silos[:OPENED_SILOS]] == [3] * OPENED_SILOS
     notes = [s.note for s in plan.silos[OPENED_SILOS:]]

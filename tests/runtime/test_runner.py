@@ -294,3 +294,83 @@ def test_a_silo_failing_once_costs_one_round_when_failures_are_allowed(cli, make
     summary = json.loads((run_folder(path.parent / "runs") / "summary.json").read_text())
     assert summary["failed_rounds"] == [1] and summary["rounds"] == 3
     assert summary["final"] is not None
+
+
+@pytest.mark.parametrize("runtime", ["in_process", "pool", "processes"])
+def test_a_silo_lying_in_its_evaluation_is_rejected_and_the_summary_stays_json(
+    cli, make_experiment, run_folder, metrics_of, runtime: str
+) -> None:
+    from fedsilo.experiment.config import load_config
+    from helpers import TASKS, run_in_processes
+
+    path = make_experiment(rounds=2, workers=int(runtime == "pool"), task=TASKS / "lying_numpy.py")
+    (path.parent / "data" / "b" / "EVAL_LOSS").write_text("nan")
+    (path.parent / "data" / "c" / "EVAL_METRICS").write_text('{"failure": 1, "num_examples": 1e30}')
+    if runtime == "processes":
+        pytest.importorskip("grpc")
+        run_in_processes(*load_config(path))
+    else:
+        assert "4 silo failures" in " ".join(run_ok(cli, path).stdout.split())
+    run = run_folder(path.parent / "runs")
+    for name in ("metrics.jsonl", "summary.json"):
+        assert "NaN" not in (run / name).read_text()
+    summary = json.loads((run / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert summary["failures"] == 4  # b and c, each round, once each
+    assert summary["federated"]["num_examples"] == 8  # a's test set alone
+    assert summary["federated"]["loss"] > 0
+    rejected = [r for r in metrics_of(run) if r.get("failure_kind") == "rejected"]
+    assert {(r["round"], r["silo"]) for r in rejected} == {(1, "b"), (1, "c"), (2, "b"), (2, "c")}
+    assert "loss=nan" in rejected[0]["failure"] + rejected[1]["failure"]
+
+
+def test_a_silo_cannot_write_escape_sequences_to_the_console_or_the_run_folder(
+    cli, make_experiment, run_folder, metrics_of
+) -> None:
+    from helpers import TASKS
+
+    path = make_experiment(rounds=1, task=TASKS / "lying_numpy.py", extra={"strategy": {"min_fit_clients": 3}})
+    fake = "\x1b[2J\x1b[H\x1b[32m  round 99 done in 0.1s\x1b[0m\r\n\x9b1A\u202e"
+    (path.parent / "data" / "b" / "RAISE_TEXT").write_text(fake)
+    result = cli("run", path)  # b fails, so the round fails: its reason is in the error line too
+    assert result.exit_code == 7
+    control = [c for c in result.stderr + result.stdout if ord(c) < 32 and c != "\n" or 0x7F <= ord(c) < 0xA0]
+    assert control == [] and "\u202e" not in result.stderr
+    assert "RuntimeError: [2J[H[32m round 99 done in 0.1s[0m 1A" in " ".join(result.stderr.split())
+    run = run_folder(path.parent / "runs")
+    (failed,) = [r for r in metrics_of(run) if r.get("silo") == "b"]
+    assert failed["failure"].startswith("RuntimeError: [2J[H[32m round 99 done in 0.1s[0m 1A (at ")
+
+
+def test_resume_from_a_damaged_checkpoint_names_it_and_the_one_before_resumes(
+    cli, make_experiment, run_folder
+) -> None:
+    from safetensors.numpy import load_file as raw_load
+    from safetensors.numpy import save_file as raw_save
+
+    from fedsilo.wire.arrays import Damaged, _raw_metadata, written_digest
+
+    straight = make_experiment(folder="straight", rounds=4)
+    run_ok(cli, straight)
+    full = run_folder(straight.parent / "runs")
+    assert written_digest(full / "model.safetensors") is not None  # the final model has its digest too
+
+    stopped = make_experiment(folder="stopped", rounds=3)
+    run_ok(cli, stopped)
+    part = run_folder(stopped.parent / "runs")
+    damaged = part / "checkpoints" / "round_0003.safetensors"
+    arrays, meta = raw_load(str(damaged)), _raw_metadata(damaged)
+    arrays["model/w"] = arrays["model/w"].copy()
+    arrays["model/w"][0, 0] = 1000.0  # one weight, in a file that is still valid safetensors
+    raw_save(arrays, str(damaged), metadata=meta)
+
+    result = cli("run", "--resume", part, "--rounds", "4")
+    assert result.exit_code == 8 and "Traceback" not in result.stderr
+    line = " ".join(result.stderr.split())
+    assert f"checkpoint {damaged} is damaged" in line and "delete it to resume from the one before" in line
+
+    damaged.unlink()
+    run_ok(cli, "--resume", part, "--rounds", "4")
+    assert_same_model(model_of(part), model_of(full))
+    raw_save(arrays, str(part / "model.safetensors"), metadata=_raw_metadata(part / "model.safetensors"))
+    with pytest.raises(Damaged):
+        model_of(part)  # fedsilo.load_file checks the final model's digest as well

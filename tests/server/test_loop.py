@@ -354,7 +354,7 @@ def test_waiting_for_too_few_silos_fails_naming_the_missing_ones() -> None:
 def test_a_silos_metrics_cannot_overwrite_the_rows_identity() -> None:
     # Metrics come from the silo's side of the trust boundary; a metric that happens to be called
     # "round" or "num_examples" must not rewrite which round/silo a row belongs to (resume
-    # truncates metrics.jsonl by "round").
+    # truncates metrics.jsonl by "round"): such a reply is rejected, and its row says so.
     def train(params: ArrayDict, data: Any, settings: TrainSettings, rng: np.random.Generator):
         return params, {"round": 99, "scope": 1.0, "silo": 2.0, "phase": 3.0, "num_examples": 1000, "train_loss": 0.5}
 
@@ -363,15 +363,15 @@ def test_a_silos_metrics_cannot_overwrite_the_rows_identity() -> None:
 
     data = (np.zeros((3, 1)), np.zeros(3))
     silo = SiloAgent("a", lambda: NumpyClient(initial(), train, evaluate, lambda: data, lambda: data))
-    loop, rec = make_loop([silo], sampling=Sampling())
+    honest = agent("b", 2, fixed([1, 2, 3], 1))
+    loop, rec = make_loop([silo, honest], sampling=Sampling())
     loop.run(initial(), StrategyState())
-    silo_rows = [r for r in rec.rows if r["scope"] == "silo"]
+    silo_rows = [r for r in rec.rows if r["scope"] == "silo" and r["silo"] == "a"]
     assert len(silo_rows) == 2
     for row in silo_rows:
         assert (row["round"], row["scope"], row["silo"]) == (1, "silo", "a")
-        assert row["num_examples"] == 3
-    (evaluation,) = [r for r in silo_rows if r["phase"] == "evaluate"]
-    assert evaluation["loss"] == 0.25
+        assert row["failure_kind"] == "rejected" and "metric name 'round' is the row's own" in row["failure"]
+        assert "num_examples" not in row
 
 
 def test_many_failures_with_one_cause_make_one_short_line() -> None:

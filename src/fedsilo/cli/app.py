@@ -19,6 +19,8 @@ from fedsilo.cli.deploy import deploy_app
 from fedsilo.cli.io import err, out, print_summary
 from fedsilo.cli.io import guarded as _guarded
 from fedsilo.errors import ConfigError
+from fedsilo.experiment.bounds import MAX_COUNT, MAX_SEED
+from fedsilo.wire.text import printable
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="fedsilo: federated learning across trust boundaries."
@@ -101,8 +103,8 @@ def _n(value: int | None) -> str:
 @app.command()
 def run(
     experiment: Annotated[Path | None, typer.Argument(help="The experiment YAML (omit with --resume).")] = None,
-    rounds: Annotated[int | None, typer.Option(min=1, help="Override the number of rounds.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Override the seed.")] = None,
+    rounds: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Override the number of rounds.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED, help="Override the seed.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder under which the run folder is made.")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this run folder from its last checkpoint.")
@@ -148,7 +150,7 @@ def run(
                 raise ConfigError(f"unknown runtime {runtime!r}", f"use --runtime {', '.join(RUNTIMES)}")
             config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"kind": runtime})})
         progress = ConsoleProgress(config.rounds, err, verbose=not quiet)
-        notify = None if quiet else (lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+        notify = None if quiet else (lambda m: err.print(f"[dim]{escape(printable(m))}[/dim]"))
         result = run_experiment(config, text, [progress], resume, baselines, notify)
         print_summary(result.summary)
 

@@ -16,7 +16,9 @@ from rich.table import Table
 
 from fedsilo.cli.io import err, guarded, out, print_summary
 from fedsilo.errors import ConfigError
+from fedsilo.experiment.bounds import MAX_COUNT
 from fedsilo.transport.timing import CONNECT_TIMEOUT_S, STALL_TIMEOUT_S
+from fedsilo.wire.text import printable
 
 deploy_app = typer.Typer()
 
@@ -71,7 +73,7 @@ def server(
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this run folder from its last checkpoint.")
     ] = None,
-    rounds: Annotated[int | None, typer.Option(min=1, help="Override the number of rounds.")] = None,
+    rounds: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Override the number of rounds.")] = None,
     insecure: Insecure = False,
     quiet: Annotated[bool, typer.Option(help="Print round lines and failures only.")] = False,
 ) -> None:
@@ -96,7 +98,7 @@ def server(
             err.print(f"[bold red]{INSECURE_WARNING}[/bold red]")
 
         def notify(message: str) -> None:
-            err.print(f"[cyan]{escape(message)}[/cyan]")
+            err.print(f"[cyan]{escape(printable(message))}[/cyan]")
 
         def serving(transport: GrpcServerTransport) -> None:
             where = listen or "the kit's address"

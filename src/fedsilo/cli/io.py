@@ -1,7 +1,8 @@
 """What every ``fedsilo`` command shares: the consoles, and turning fedsilo errors into one line.
 
 Every fedsilo error becomes one line on stderr and the exit code its class carries: a user sees
-what went wrong and how to fix it, never a traceback (set FEDSILO_DEBUG=1 to see one).
+what went wrong and how to fix it, never a traceback (set FEDSILO_DEBUG=1 to see one). The line
+is :func:`~fedsilo.wire.text.printable`: it may quote a silo, and no silo writes to the terminal.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fedsilo.errors import FedsiloError
+from fedsilo.wire.text import printable
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -29,7 +31,7 @@ def guarded(fn: Callable[[], T]) -> T:
     except FedsiloError as exc:
         if os.environ.get("FEDSILO_DEBUG"):
             raise
-        err.print(f"[red]error:[/red] {escape(exc.one_line())}", soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(printable(exc.one_line()))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted; a run can be continued with `fedsilo run --resume RUN_DIR`")

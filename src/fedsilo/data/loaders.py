@@ -17,11 +17,51 @@ from fedsilo.errors import DataError
 _MAKE = "run `fedsilo data split ...` to create it, or correct the path in the experiment YAML"
 
 
+def folder_problem(folder: Path, needs_folder: bool = True) -> str | None:
+    """Why a silo's ``data:`` path cannot be read, or None: it does not exist, or it is a file
+    where a folder is needed (this module's loader; a task's own ``load_data`` may read a file)."""
+    if not Path(folder).exists():
+        return "does not exist"
+    if needs_folder and not Path(folder).is_dir():
+        return "is a file, not a folder"
+    return None
+
+
+def require_folder(folder: Path, needs_folder: bool = True) -> Path:
+    """``folder``, or a DataError saying whether it is missing or a file (see :func:`folder_problem`)."""
+    problem = folder_problem(folder, needs_folder)
+    if problem is not None:
+        raise DataError(f"silo data folder {folder} {problem}", fix=_MAKE)
+    return Path(folder)
+
+
+def non_finite(array: object) -> int:
+    """How many values of a float array (numpy, or a tensor by its methods) are NaN or infinite."""
+    if isinstance(array, np.ndarray):
+        return int(array.size - np.count_nonzero(np.isfinite(array))) if array.dtype.kind in "fc" else 0
+    if getattr(getattr(array, "dtype", None), "is_floating_point", False):  # a torch tensor, without torch
+        return int((~array.isfinite()).sum())  # type: ignore[attr-defined]
+    return 0
+
+
+def check_finite(data: object, folder: Path, split: str) -> None:
+    """A silo's ``(x, y)`` holds no NaN or infinity (one pass over the arrays, when they are loaded).
+
+    Else the silo's training would send a non-finite update, and the error would blame the update.
+    """
+    if not isinstance(data, tuple | list):
+        return  # a Dataset: its items are the task's to check
+    for name, part in zip(("x", "y", *(f"part {i}" for i in range(2, len(data)))), data, strict=False):
+        bad = non_finite(part)
+        if bad:
+            raise DataError(
+                f"silo data {folder} ({split}) holds {bad} non-finite values (NaN or inf) in {name}",
+                "fix or drop those samples in the silo's data, then split it again",
+            )
+
+
 def _split_path(folder: Path, split: str) -> Path:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"silo data folder {folder} does not exist", fix=_MAKE)
-    path = folder / f"{split}.npz"
+    path = require_folder(folder) / f"{split}.npz"
     if not path.is_file():
         raise DataError(f"silo data file {path} is missing", fix=_MAKE)
     return path

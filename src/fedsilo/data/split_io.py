@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fedsilo.errors import DataError
+from fedsilo.wire.files import dumps
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -45,7 +46,7 @@ class SplitReport:
         return {**asdict(self), "out": str(self.out)}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return dumps(self.to_dict(), indent=2)
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -125,7 +126,7 @@ def commit_split(report: SplitReport, write: Callable[[Path], None]) -> None:
     try:
         write(tmp)
         saved = {k: v for k, v in report.to_dict().items() if k not in ("out", "already_existed")}
-        (tmp / "split.json").write_text(json.dumps(saved, indent=2) + "\n")
+        (tmp / "split.json").write_text(dumps(saved, indent=2) + "\n")
         _move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from fedsilo.errors import ConfigError
+from fedsilo.experiment.bounds import count_field, seed_field
 from fedsilo.experiment.privacy_config import CompressionConfig, PrivacyConfig, SecureAggregationConfig
 from fedsilo.experiment.sections import (
     PrepareConfig,
@@ -46,9 +47,9 @@ class ExperimentConfig(StrictModel):
     silos: list[SiloConfig] = Field(min_length=1)
     server: ServerConfig = Field(default_factory=ServerConfig)
     strategy: StrategyConfig = Field(default_factory=FedAvgConfig)
-    rounds: int = Field(ge=1)
+    rounds: int = count_field()
     train: TrainConfig = Field(default_factory=TrainConfig)
-    seed: int = 0
+    seed: int = seed_field()
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     output: Path = Path("runs")
     prepare: PrepareConfig | None = None

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
+from fedsilo.experiment.bounds import MAX_CLIP_LEARNING_RATE, YAML_MODEL, count_field, wait_field
 from fedsilo.experiment.defaults import default_of
 from fedsilo.server.secure_aggregation import SecAggSettings
 from fedsilo.strategy.central_dp import CentralDP
@@ -21,18 +22,18 @@ from fedsilo.wire.instructions import LocalDP
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = YAML_MODEL
 
 
 class SecureAggregationConfig(_Strict):
     """Bonawitz et al. 2017 (SecAgg), or SecAgg+ (Bell et al. 2020) with ``neighbours``."""
 
-    threshold: int | None = Field(
+    threshold: int | None = count_field(
         default_of(SecAggSettings, "threshold"),
         ge=2,
         description="Shares needed to rebuild a secret; default: a strict majority of each silo's group.",
     )
-    neighbours: int | None = Field(
+    neighbours: int | None = count_field(
         default_of(SecAggSettings, "neighbours"),
         ge=2,
         description="SecAgg+: mask with this many neighbours (even) instead of every other silo.",
@@ -46,10 +47,8 @@ class SecureAggregationConfig(_Strict):
     ring_bits: Literal[32, 64] = Field(
         default_of(SecAggSettings, "ring_bits"), description="The ring Z_(2^ring_bits) of the masked sum."
     )
-    step_timeout_s: float = Field(
-        default_of(SecAggSettings, "step_timeout_s"),
-        gt=0,
-        description="How long each protocol step waits for the silos.",
+    step_timeout_s: float = wait_field(
+        default_of(SecAggSettings, "step_timeout_s"), "How long each protocol step waits for the silos."
     )
 
 
@@ -73,7 +72,10 @@ class CentralDPConfig(_Strict):
         default_of(CentralDP, "target_quantile"), ge=0, le=1, description="Adaptive clipping: share left unclipped."
     )
     clip_learning_rate: float = Field(
-        default_of(CentralDP, "clip_learning_rate"), ge=0, description="Adaptive clipping: geometric step size of C."
+        default_of(CentralDP, "clip_learning_rate"),
+        ge=0,
+        le=MAX_CLIP_LEARNING_RATE,
+        description="Adaptive clipping: geometric step size of C.",
     )
     count_stddev: float | None = Field(
         default_of(CentralDP, "count_stddev"),

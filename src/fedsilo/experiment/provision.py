@@ -31,6 +31,7 @@ from fedsilo.errors import ConfigError, KitError
 from fedsilo.experiment.certificates import Issued, certificate_problems, issue, make_ca, not_after
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.sections import SILO_NAME
+from fedsilo.wire.files import dumps
 
 CA_DIR, SERVER = "ca", "server"
 KIT_FILE, CA_CERT, CA_KEY = "kit.json", "ca.crt", "ca.key"
@@ -82,7 +83,7 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    path.write_text(dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _write_party(folder: Path, kit: dict[str, Any], ca: Issued, party: Issued) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
+from fedsilo.experiment.bounds import MAX_WORKERS, YAML_MODEL, count_field, seed_field, wait_field
 from fedsilo.experiment.defaults import default_of
 from fedsilo.server.settings import LoopSettings
 from fedsilo.transport.timing import HEARTBEAT_S, STALL_TIMEOUT_S
@@ -21,7 +22,7 @@ SILO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = YAML_MODEL
 
 
 class SiloConfig(StrictModel):
@@ -37,8 +38,8 @@ class SiloConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    epochs: int = Field(default_of(TrainSettings, "epochs"), ge=1)
-    batch_size: int = Field(default_of(TrainSettings, "batch_size"), ge=1)
+    epochs: int = count_field(default_of(TrainSettings, "epochs"))
+    batch_size: int = count_field(default_of(TrainSettings, "batch_size"))
     optimizer: Optimizer = default_of(TrainSettings, "optimizer")
     lr: float = Field(default_of(TrainSettings, "lr"), gt=0)
     lr_decay: float = Field(
@@ -58,25 +59,24 @@ class TrainConfig(StrictModel):
 
 class ServerConfig(StrictModel):
     data: Path | None = Field(None, description="Server-side test data folder for central evaluation.")
-    round_timeout_s: float = Field(
-        default_of(LoopSettings, "round_timeout"), gt=0, description="How long a round waits for silos' replies."
+    round_timeout_s: float = wait_field(
+        default_of(LoopSettings, "round_timeout"), "How long a round waits for silos' replies."
     )
     address: str = Field(
         "127.0.0.1:7355", description="HOST:PORT silos connect to in a deployment (written into their kits)."
     )
-    wait_timeout_s: float = Field(
-        default_of(LoopSettings, "wait_timeout"), gt=0, description="How long to wait for min_available_clients silos."
+    wait_timeout_s: float = wait_field(
+        default_of(LoopSettings, "wait_timeout"), "How long to wait for min_available_clients silos."
     )
-    evaluate_every: int = Field(
+    evaluate_every: int = count_field(
         default_of(LoopSettings, "evaluate_every"),
-        ge=1,
         description="Central evaluation (and a task's server hooks) every N rounds; always the last.",
     )
-    stall_timeout_s: float = Field(
-        STALL_TIMEOUT_S, gt=0, description="A transfer with no progress for this long is given up (a slow one is not)."
+    stall_timeout_s: float = wait_field(
+        STALL_TIMEOUT_S, "A transfer with no progress for this long is given up (a slow one is not)."
     )
-    heartbeat_s: float = Field(HEARTBEAT_S, gt=0, description="How often the server pings each connected silo.")
-    failed_rounds_allowed: int = Field(
+    heartbeat_s: float = wait_field(HEARTBEAT_S, "How often the server pings each connected silo.")
+    failed_rounds_allowed: int = count_field(
         default_of(LoopSettings, "failed_rounds_allowed"),
         ge=0,
         description="Rounds in a row that may fail (too few updates) before the run stops; "
@@ -112,8 +112,8 @@ class RuntimeConfig(StrictModel):
     @field_validator("workers")
     @classmethod
     def _workers(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 0:
-            raise ValueError("use 'auto', 0 (run silos in the main process) or a positive count")
+        if isinstance(v, int) and not 0 <= v <= MAX_WORKERS:
+            raise ValueError(f"use 'auto', 0 (run silos in the main process) or a count up to {MAX_WORKERS}")
         return v
 
 
@@ -123,13 +123,13 @@ class PrepareConfig(StrictModel):
     dataset: str = Field(description="A known dataset's name, or a path (with a '/') to a file or image release.")
     method: Literal["iid", "dirichlet", "group", "column"] = "iid"
     alpha: float = Field(0.5, gt=0)
-    sizes: list[float] | None = None
+    sizes: list[Annotated[float, Field(gt=0)]] | None = None
     groups_key: str | None = None
     column: str | None = Field(None, description="With method column: the column naming each row's silo (its site).")
     label_column: str | None = Field(None, description="With method column: the label column, for class counts.")
     image_size: int = Field(28, ge=4, le=600, description="With method column on an image release: pixels per side.")
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
+    seed: int = seed_field()
     out: Path
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from fedsilo.client.numpy import num_examples
 from fedsilo.data.catalogue import DATASETS
 from fedsilo.data.datasets import find_dataset
-from fedsilo.data.loaders import check_silo_folder
-from fedsilo.errors import DataError, FedsiloError
+from fedsilo.data.loaders import check_silo_folder, folder_problem, require_folder
+from fedsilo.errors import FedsiloError
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.silo.task import TaskModule
 
@@ -46,10 +46,7 @@ def count(task: TaskModule | None, folder: Path, split: str) -> int | None:
     Without a task (it failed to load) only the folder's existence can be checked.
     """
     if task is None:
-        if not folder.exists():
-            raise DataError(
-                f"data folder {folder} does not exist", "run `fedsilo data split` or fix the path in the YAML"
-            )
+        require_folder(folder, needs_folder=False)  # whether it must be a folder is the task's to say
         return None
     if getattr(task.module, "load_data", None) is None:
         return check_silo_folder(folder, (split,))[split]
@@ -70,16 +67,18 @@ def check_data(config: ExperimentConfig, task: TaskModule | None, silo_data: boo
         if prepare_note is not None and not silo.data.exists() and will_prepare(config, silo.data):
             found.append(SiloPlan(silo.name, silo.data, None, None, prepare_note))
         elif i >= opened:
-            exists = silo.data.is_dir()
-            if not exists:
+            problem = folder_problem(silo.data, task is not None and task.needs_folders)
+            if problem is not None:
                 missing.append(silo.name)
-            found.append(SiloPlan(silo.name, silo.data, None, None, NOT_OPENED if exists else "missing"))
+            note = NOT_OPENED if problem is None else "missing" if not silo.data.exists() else "a file, not a folder"
+            found.append(SiloPlan(silo.name, silo.data, None, None, note))
         else:
             found.append(_opened(silo.name, silo.data, task, needs_test, problems))
     if missing:
         more = f" and {len(missing) - NAMED_MISSING} more" if len(missing) > NAMED_MISSING else ""
         problems.append(
-            f"{len(missing)} silos' data folders do not exist ({', '.join(missing[:NAMED_MISSING])}{more})"
+            f"{len(missing)} silos' data folders do not exist ({', '.join(missing[:NAMED_MISSING])}{more}; "
+            "see the plan's notes)"
             " -> run `fedsilo data split` or fix `silos:` in the YAML"
         )
     return DataCheck(tuple(found), _server_test(config, task, prepare_note, problems), tuple(problems))

@@ -13,12 +13,14 @@ silos (Krum's ``n > 2f + 2``, a trimmed mean that trims nothing) are the plan's,
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from fedsilo.experiment.bounds import YAML_MODEL
 from fedsilo.experiment.strategy_registry import (
     BUILTINS,
     MEAN_BASED,
@@ -33,7 +35,7 @@ USER_TAG = "FILE.py:ClassName"  # the union's tag of a strategy of your own (no 
 class UserStrategyConfig(StrategyBase):
     """A strategy of your own: ``name: FILE.py:ClassName``; every other key goes to its constructor."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(**{**YAML_MODEL, "extra": "allow"})
     individual_updates: ClassVar[bool | None] = None
 
     name: str = Field(description="FILE.py:ClassName, the file relative to the YAML (absolute once read).")
@@ -45,6 +47,13 @@ class UserStrategyConfig(StrategyBase):
         if not path.endswith(".py") or not class_name.isidentifier():
             raise ValueError(f"a strategy of your own is named {USER_TAG} (the file relative to the YAML), not {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _finite(self) -> UserStrategyConfig:
+        bad = [k for k, v in (self.model_extra or {}).items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: Input should be a finite number")
+        return self
 
     def location(self) -> tuple[Path, str]:
         """The strategy's file and the name of its class."""

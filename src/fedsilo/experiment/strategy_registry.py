@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from fedsilo.experiment.bounds import YAML_MODEL, count_field
 from fedsilo.experiment.defaults import default_of
 from fedsilo.strategy.base import Sampling, Strategy
 from fedsilo.strategy.fedavg import FedAvg
@@ -30,16 +31,16 @@ SAMPLING_KEYS = tuple(f.name for f in dataclasses.fields(Sampling))  # fraction_
 class StrategyBase(BaseModel):
     """The keys every strategy takes: how many silos each round samples (:class:`Sampling`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = YAML_MODEL
     #: Whether the strategy looks at each silo's update on its own (None: its class says, once loaded).
     individual_updates: ClassVar[bool | None] = False
 
     name: str
     fraction_fit: float = Field(default_of(Sampling, "fraction_fit"), gt=0, le=1)
     fraction_evaluate: float = Field(default_of(Sampling, "fraction_evaluate"), ge=0, le=1)
-    min_fit_clients: int = Field(default_of(Sampling, "min_fit_clients"), ge=1)
-    min_evaluate_clients: int = Field(default_of(Sampling, "min_evaluate_clients"), ge=1)
-    min_available_clients: int = Field(default_of(Sampling, "min_available_clients"), ge=1)
+    min_fit_clients: int = count_field(default_of(Sampling, "min_fit_clients"))
+    min_evaluate_clients: int = count_field(default_of(Sampling, "min_evaluate_clients"))
+    min_available_clients: int = count_field(default_of(Sampling, "min_available_clients"))
 
     def sampling(self) -> Sampling:
         return Sampling(**{k: getattr(self, k) for k in SAMPLING_KEYS})
@@ -195,7 +196,7 @@ class KrumConfig(_RobustBase):
     """Krum (Blanchard et al., NeurIPS 2017): the one update closest to its neighbours."""
 
     name: Literal["krum"]
-    byzantine: int = Field(default_of(Robust, "byzantine"), ge=0, description=_BYZANTINE)
+    byzantine: int = count_field(default_of(Robust, "byzantine"), ge=0, description=_BYZANTINE)
 
 
 @register
@@ -203,9 +204,9 @@ class MultiKrumConfig(_RobustBase):
     """Multi-Krum (Blanchard et al., NeurIPS 2017): the mean of the m best-scored updates."""
 
     name: Literal["multi_krum"]
-    byzantine: int = Field(default_of(Robust, "byzantine"), ge=0, description=_BYZANTINE)
-    num_selected: int | None = Field(
-        default_of(Robust, "num_selected"), ge=1, description="m; default n - f of the n updates received."
+    byzantine: int = count_field(default_of(Robust, "byzantine"), ge=0, description=_BYZANTINE)
+    num_selected: int | None = count_field(
+        default_of(Robust, "num_selected"), description="m; default n - f of the n updates received."
     )
 
 

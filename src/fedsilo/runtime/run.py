@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fedsilo.errors import ConfigError, RunDirError
+from fedsilo.errors import ConfigError, DiskFull, RunDirError
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.plan import Plan
 from fedsilo.runtime.base import Runtime
@@ -61,6 +61,15 @@ def load_run_config(run_dir: Path, rounds: int | None = None) -> tuple[Experimen
     return config, (run.path / "experiment.yaml").read_text()
 
 
+def resumable(exc: DiskFull, folder: Path) -> DiskFull:
+    """``exc`` with how to go on: the checkpoints so far are whole, so the run resumes."""
+    return DiskFull(
+        exc.message,
+        f"{exc.fix}, then continue with `fedsilo run --resume {folder}` "
+        f"(a deployment: `fedsilo server --resume {folder} --kit KIT`)",
+    )
+
+
 def run(
     plan: Plan,
     runtime: Runtime,
@@ -97,6 +106,8 @@ def run(
     except BaseException as exc:
         if tracker is not None:
             tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        if isinstance(exc, DiskFull) and folder is not None:
+            raise resumable(exc, folder.path) from None
         raise
     finally:
         runtime.close()

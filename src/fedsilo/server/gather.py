@@ -10,7 +10,7 @@ pre-averaged update. Each reports every reply through the round's :class:`RoundL
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from fedsilo.errors import RoundFailed
@@ -21,11 +21,17 @@ from fedsilo.transport.base import Transport
 from fedsilo.wire.arrays import ArrayDict, spec_of
 from fedsilo.wire.instructions import FitInstructions
 from fedsilo.wire.messages import EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.wire.text import printable
 
 
 @dataclass
 class RoundLog:
-    """The rows of one round as they happen, each passed on to the observers at once."""
+    """The rows of one round as they happen, each passed on to the observers at once.
+
+    Every reply passes here, so this is where a silo's words are made :func:`printable` (once,
+    before any console, log, report or MLflow sees them): failure reasons, and the names and text
+    of a row's measurements.
+    """
 
     emit: Callable[[MetricRow], None]
     on_reply: Callable[[str, FitRes | EvaluateRes | Failure], None]
@@ -33,6 +39,7 @@ class RoundLog:
     failures: list[Failure] = field(default_factory=list)
 
     def row(self, row: MetricRow) -> MetricRow:
+        row = _printable_row(row)
         self.rows.append(row)
         self.emit(row)
         return row
@@ -40,10 +47,18 @@ class RoundLog:
     def reply(
         self, rnd: int, phase: Phase, reply: FitRes | EvaluateRes | Failure, extra: dict[str, Any] | None = None
     ) -> None:
+        if isinstance(reply, Failure):
+            reply = Failure(reply.silo, printable(reply.reason), reply.kind)
         self.on_reply(phase, reply)
         self.row(reply_row(rnd, phase, reply, extra or {}))
         if isinstance(reply, Failure) and phase == "fit":
             self.failures.append(reply)
+
+
+def _printable_row(row: MetricRow) -> MetricRow:
+    values = {printable(k): printable(v) if isinstance(v, str) else v for k, v in row.values.items()}
+    failure = None if row.failure is None else printable(row.failure)
+    return replace(row, values=values, failure=failure)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from fedsilo.server.gather import Gatherer, PlainGatherer, RoundFit, RoundLog
 from fedsilo.server.registry import EVALUATE, FIT, round_rng, sample_silos, wait_for_silos
 from fedsilo.server.secure_gather import SecureGatherer
 from fedsilo.server.settings import LoopSettings
+from fedsilo.server.uplink import receive_evaluation
 from fedsilo.strategy.base import SpendsPrivacy, Strategy, StrategyState
 from fedsilo.tracking.rows import MetricRow, central_row, failed_round_row, federated_row, round_row
 from fedsilo.transport.base import Transport
@@ -158,6 +159,8 @@ class ServerLoop:
         ins = EvaluateIns(rnd, params, EvaluateInstructions(self.settings.seed))
         results = []
         for reply in self.transport.evaluate(selected, ins, self.settings.round_timeout):
+            if isinstance(reply, EvaluateRes):
+                reply = receive_evaluation(reply)  # untrusted, as a fit is
             log.reply(rnd, "evaluate", reply)
             if isinstance(reply, EvaluateRes) and reply.num_examples > 0:
                 results.append(reply)

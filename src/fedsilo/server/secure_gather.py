@@ -17,9 +17,10 @@ from fedsilo.errors import UpdateRejected
 from fedsilo.server.gather import Gathered, RoundFit, RoundLog, require_updates
 from fedsilo.server.secure_aggregation import SecAggSettings, secure_mean
 from fedsilo.strategy.base import Aggregation
+from fedsilo.tracking.rows import reserved
 from fedsilo.transport.base import Transport
 from fedsilo.wire.arrays import spec_of, wire_size
-from fedsilo.wire.messages import Failure, FitIns, FitRes, check_num_examples
+from fedsilo.wire.messages import Failure, FitIns, FitRes, check_metrics, check_num_examples
 
 
 def check_kept(reply: FitRes) -> int:
@@ -29,6 +30,7 @@ def check_kept(reply: FitRes) -> int:
             f"silo '{reply.silo}' sent its update in the clear although secure aggregation is on",
             "run the same fedsilo version on the silo as on the server",
         )
+    check_metrics(reply.silo, reply.metrics, reserved)
     return check_num_examples(reply.silo, reply.num_examples)
 
 

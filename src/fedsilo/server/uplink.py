@@ -1,4 +1,8 @@
-"""Receiving a silo's update: decode what a codec sent, check it, and count its bytes on the wire.
+"""Receiving a silo's reply: decode what a codec sent, check it, and count its bytes on the wire.
+
+Every reply is untrusted: a fit's arrays (:func:`~fedsilo.wire.messages.check_update`), example
+count and metrics, an evaluation's loss, count and metrics. A bad one becomes a ``rejected``
+:class:`~fedsilo.wire.messages.Failure`, the same in every runtime, since this runs in the server loop.
 
 Bytes are the size of the safetensors bytes the update is (or, in a shared-memory simulation,
 would be) sent as, next to what the same update sends as the plain model (``upload_bytes_raw``),
@@ -14,9 +18,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedsilo.errors import UpdateRejected
+from fedsilo.tracking.rows import reserved
 from fedsilo.wire.arrays import ArrayDict, ArraySpec, spec_of, wire_size
 from fedsilo.wire.codecs import Codec, decode, model_from
-from fedsilo.wire.messages import FitRes, check_num_examples, check_update
+from fedsilo.wire.messages import (
+    EvaluateRes,
+    Failure,
+    FitRes,
+    check_loss,
+    check_metrics,
+    check_num_examples,
+    check_update,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +60,19 @@ def receive_fit(
                     "run the same fedsilo version and task module on the silo as on the server",
                 ) from None
         check_update(reply.silo, arrays, expected, max_bytes)
-        check_num_examples(reply.silo, reply.num_examples)
+        n = check_num_examples(reply.silo, reply.num_examples)
+        metrics = check_metrics(reply.silo, reply.metrics, reserved)
     except UpdateRejected as exc:
         return Received(None, exc.message, size, raw)
-    return Received(FitRes(reply.silo, arrays, reply.num_examples, reply.metrics), None, size, raw)
+    return Received(FitRes(reply.silo, arrays, n, metrics), None, size, raw)
+
+
+def receive_evaluation(reply: EvaluateRes) -> EvaluateRes | Failure:
+    """The evaluation as the server keeps it (finite loss and metrics, a bounded count), or why not."""
+    try:
+        loss = check_loss(reply.silo, reply.loss)
+        n = check_num_examples(reply.silo, reply.num_examples, minimum=0)
+        metrics = check_metrics(reply.silo, reply.metrics, reserved)
+    except UpdateRejected as exc:
+        return Failure(reply.silo, exc.message, "rejected")
+    return EvaluateRes(reply.silo, loss, n, metrics)

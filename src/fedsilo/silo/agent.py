@@ -14,7 +14,6 @@ carries no parameters, and the server drives the protocol's steps through :meth:
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedsilo.client.base import Client, TrainsPrivately, silo_seed
-from fedsilo.errors import ConfigError, FedsiloError, UpdateRejected
+from fedsilo.errors import ConfigError, UpdateRejected, describe
 from fedsilo.privacy.accounting import PrivacyAccountant
 from fedsilo.silo.store import SiloStore
 from fedsilo.silo.uplink import encode_upload
@@ -43,16 +42,6 @@ ACCOUNTANT = "local_dp_accountant"
 
 if TYPE_CHECKING:
     from fedsilo.silo.secagg_session import SecAggSession
-
-
-def describe(exc: BaseException) -> str:
-    """One line naming the error and where in user code it happened."""
-    if isinstance(exc, FedsiloError):
-        return exc.one_line()
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    message = " ".join(str(exc).split())  # one line, whatever the exception's text looks like
-    return f"{type(exc).__name__}: {message}{where}"
 
 
 class SiloAgent:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsilo.wire.arrays import ArrayDict, load_file, save_file
+from fedsilo.wire.files import dumps, write_atomic
 
 _VERSION = re.compile(r"\.r(\d+)\.(safetensors|json)$")
 ARRAYS, VALUE = "safetensors", "json"
@@ -67,9 +68,7 @@ class SiloStore:
             self._remember(silo, key, VALUE, round, value)
             return
         path = self._path(silo, key, round, VALUE)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(value))
-        tmp.replace(path)
+        write_atomic(path, dumps(value))
         self._prune(silo, key, VALUE, round)
 
     # --- layout -------------------------------------------------------------------------------

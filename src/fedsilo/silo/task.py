@@ -43,8 +43,8 @@ import numpy as np
 
 from fedsilo.client.base import Client
 from fedsilo.client.numpy import NumpyClient
-from fedsilo.data.loaders import load_split
-from fedsilo.errors import DataError, TaskError
+from fedsilo.data.loaders import check_finite, load_split, require_folder
+from fedsilo.errors import FedsiloError, TaskError, describe
 from fedsilo.wire.arrays import ArrayDict
 
 TORCH, NUMPY, SKLEARN = "torch", "numpy", "sklearn"
@@ -76,6 +76,13 @@ def import_task_module(path: Path) -> ModuleType:
         sys.path.remove(str(path.parent))
     sys.modules[name] = module
     return module
+
+
+def _countable(data: Any) -> bool:
+    """Whether a silo's examples can be counted: ``(x, y, ...)`` of sized parts, or a sized Dataset."""
+    if isinstance(data, tuple | list):
+        return bool(data) and hasattr(data[0], "__len__")
+    return hasattr(data, "__len__")
 
 
 def _pool(parts: Sequence[Any]) -> Any:
@@ -114,7 +121,13 @@ class TaskModule:
 
             seed_torch(seed)
         fn = self.module.model
-        model = fn(np.random.default_rng(seed)) if inspect.signature(fn).parameters else fn()
+        try:
+            model = fn(np.random.default_rng(seed)) if inspect.signature(fn).parameters else fn()
+        except Exception as exc:
+            raise TaskError(
+                f"model() in {self.path} raised {describe(exc)}",
+                "fix model() in the task module (FEDSILO_DEBUG=1 shows the traceback)",
+            ) from exc
         if self.framework_of(model) is None:
             raise TaskError(
                 f"model() in {self.path} returned {type(model).__name__}",
@@ -159,16 +172,40 @@ class TaskModule:
         return n, getattr(self.module, "CLASSES", None)  # checked by the client
 
     def load_data(self, folders: Sequence[Path], split: str) -> Any:
-        fn = getattr(self.module, "load_data", None) or load_split
+        """Each folder's ``split`` as the task reads it, checked (countable, finite), then pooled."""
         parts = []
         for folder in folders:
-            if not Path(folder).exists():
-                raise DataError(
-                    f"data folder {folder} does not exist",
-                    "run `fedsilo data split` or fix the silo's `data:` path in the YAML",
-                )
-            parts.append(fn(Path(folder), split))
+            data = self._load_one(require_folder(folder, self.needs_folders), split)
+            check_finite(data, folder, split)
+            parts.append(data)
         return _pool(parts)
+
+    @property
+    def needs_folders(self) -> bool:
+        """Whether a silo's ``data:`` must be a folder: yes for the default loader; a task's own
+        ``load_data`` may read a file (one CSV per silo)."""
+        return getattr(self.module, "load_data", None) is None
+
+    def _load_one(self, folder: Path, split: str) -> Any:
+        own = getattr(self.module, "load_data", None)
+        if own is None:
+            return load_split(folder, split)
+        call = f"load_data({folder}, {split!r}) in {self.path}"
+        try:
+            data = own(folder, split)
+        except FedsiloError:
+            raise
+        except Exception as exc:
+            raise TaskError(
+                f"{call} raised {describe(exc)}",
+                "fix load_data in the task module, or the silo's data (FEDSILO_DEBUG=1 shows the traceback)",
+            ) from exc
+        if not _countable(data):
+            raise TaskError(
+                f"{call} returned {type(data).__name__}",
+                "return (x, y) arrays, or a Dataset with a length (len(dataset) examples)",
+            )
+        return data
 
     def hook(self, name: str) -> Any:
         """The task's optional function ``name``, or None."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from fedsilo.errors import ConfigError
 from fedsilo.tracking.rows import MetricRow
+from fedsilo.wire.files import dumps, write_atomic
 from fedsilo.wire.messages import EvaluateRes, Failure, FitRes
 
 STATE = "mlflow.json"
@@ -208,7 +209,7 @@ class MlflowTracker:
 
     def _save_state(self) -> None:
         state = {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "last_round": self.last_round}
-        (self.run_dir / STATE).write_text(json.dumps(state, indent=2))
+        write_atomic(self.run_dir / STATE, dumps(state, indent=2))
 
     # Observer interface -------------------------------------------------------------
     def on_round_start(self, round: int, silos: Sequence[str]) -> None:

@@ -21,6 +21,7 @@ from fedsilo.tracking.charts import Series, bar_chart, line_chart
 from fedsilo.tracking.images import sample_grids, samples_section
 from fedsilo.tracking.rows import MetricRow
 from fedsilo.tracking.run_dir import CONFIG, SUMMARY, RunDir
+from fedsilo.wire.files import write_atomic
 
 REPORT = "report.html"
 MAX_SILO_LINES = 20  # silos drawn per chart and named in the header
@@ -292,8 +293,4 @@ def write_report(run_dir: Path) -> Path:
         raise RunDirError(
             f"cannot read the run folder {run.path}: {exc}", "check the folder is a complete run"
         ) from None
-    path = run.path / REPORT
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(render_report(config, rows, summary, run.path.name, images), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomic(run.path / REPORT, render_report(config, rows, summary, run.path.name, images))

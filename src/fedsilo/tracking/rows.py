@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
+from fedsilo.wire.files import finite_or_none
 from fedsilo.wire.messages import EvaluateRes, Failure, FailureKind, FitRes
 
 Scope = Literal["server", "silo", "federated"]
@@ -24,6 +25,15 @@ Phase = Literal["fit", "evaluate", "round", "secagg"]
 Value = float | int | str | None
 #: The keys a row has besides its measurements.
 FIELDS = ("round", "scope", "silo", "phase", "failure", "failure_kind", "time")
+#: What the server itself writes beside a silo's metrics: a reply's count and loss, its bytes, and
+#: (prefix) the federated row's worst silo. A silo's metric may not take one of these names.
+SERVER_MEASURES = ("num_examples", "loss", "upload_bytes", "upload_bytes_raw")
+SERVER_PREFIX = "worst_"
+
+
+def reserved(name: str) -> bool:
+    """Whether a silo's metric called ``name`` would collide with a row's own field or measure."""
+    return name in FIELDS or name in SERVER_MEASURES or name.startswith(SERVER_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +66,13 @@ class MetricRow:
         return replace(self, time=time)
 
     def to_json(self) -> dict[str, Any]:
-        """The flat object ``metrics.jsonl`` holds (absent failure and time left out)."""
+        """The flat object ``metrics.jsonl`` holds (absent failure and time left out).
+
+        A measurement that is not finite (the server's own loss of a diverged model) is null:
+        JSON has no NaN. A silo's reply never holds one: the server rejects it on receipt.
+        """
         out: dict[str, Any] = {"round": self.round, "scope": self.scope, "silo": self.silo, "phase": self.phase}
-        out.update(self.values)
+        out.update(finite_or_none(dict(self.values)))
         if self.failure is not None:
             out["failure"] = self.failure
         if self.failure_kind is not None:
@@ -68,7 +82,9 @@ class MetricRow:
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> MetricRow:
+    def from_json(cls, data: Any) -> MetricRow:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"not a metrics row: {data!r:.200}")
         scope, phase = data.get("scope"), data.get("phase")
         if scope not in get_args(Scope) or phase not in get_args(Phase) or not isinstance(data.get("round"), int):
             raise ValueError(f"not a metrics row: {dict(data)!r:.200}")

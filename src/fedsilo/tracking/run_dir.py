@@ -3,21 +3,25 @@
 Layout: ``experiment.yaml`` (the file as given), ``config.json`` (resolved, absolute paths),
 ``metrics.jsonl`` (one JSON object per line), ``checkpoints/round_NNNN.safetensors``,
 ``model.safetensors``, ``summary.json`` and, for a task with a ``samples`` hook,
-``samples/<name>.png`` (grids of generated images). Lines are flushed as written, so a crash loses at
-most the round in flight.
+``samples/<name>.png`` (grids of generated images). Lines are written whole as they come, so a crash
+loses at most the round in flight; a line cut short by a crash (or a full disk) is the last one,
+and a resume cuts it off (:meth:`RunDir.truncate_metrics`). Every other file is replaced atomically.
+All JSON is standard JSON (:mod:`fedsilo.wire.files`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from fedsilo.errors import RunDirError
 from fedsilo.tracking.rows import MetricRow
 from fedsilo.wire.arrays import ArrayDict, save_file
+from fedsilo.wire.files import append_whole, dumps, finite_or_none, write_atomic, writing
 from fedsilo.wire.messages import EvaluateRes, Failure, FitRes
 
 CONFIG = "config.json"
@@ -28,17 +32,11 @@ CHECKPOINTS = "checkpoints"
 SAMPLES = "samples"
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
-
-
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.checkpoints = self.path / CHECKPOINTS
-        self._metrics: TextIO | None = None
+        self._metrics: BinaryIO | None = None
 
     @classmethod
     def create(cls, root: Path, name: str, source_text: str) -> RunDir:
@@ -57,12 +55,12 @@ class RunDir:
             )
         run = cls(path)
         run.checkpoints.mkdir()
-        (path / "experiment.yaml").write_text(source_text)
+        write_atomic(path / "experiment.yaml", source_text)
         return run
 
     def write_config(self, config: Mapping[str, Any]) -> None:
-        """The resolved config (absolute paths): what ``--resume`` starts from."""
-        (self.path / CONFIG).write_text(json.dumps(config, indent=2, default=_json_default))
+        """The resolved config (absolute paths): what ``--resume`` starts from (replaced whole)."""
+        write_atomic(self.path / CONFIG, dumps(config, indent=2))
 
     @classmethod
     def open(cls, path: Path) -> RunDir:
@@ -77,26 +75,37 @@ class RunDir:
         return json.loads((self.path / CONFIG).read_text())
 
     def truncate_metrics(self, last_round: int) -> None:
-        """Drop rows of rounds after ``last_round`` (a round cut off by a crash is re-run on resume)."""
+        """Drop rows of rounds after ``last_round`` (a round cut off by a crash is re-run on resume).
+
+        A torn last line (a crash or a full disk mid-write) is dropped too; a damaged line before
+        it is an error naming the file and the line, and the file is left as it is.
+        """
         path = self.path / METRICS
         if not path.exists():
             return
-        keep = [
-            line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["round"] <= last_round
-        ]
-        path.write_text("".join(line + "\n" for line in keep))
+        keep = [line for line, row in self._lines() if row.round <= last_round]
+        write_atomic(path, "".join(line + "\n" for line in keep))
 
     def metrics(self) -> list[MetricRow]:
-        """The rows written so far, typed (a line that is not a row is an error naming the folder)."""
+        """The rows written so far, typed; a torn last line (the round in flight at a crash) is left out."""
+        return [row for _, row in self._lines()]
+
+    def _lines(self) -> list[tuple[str, MetricRow]]:
         path = self.path / METRICS
         if not path.exists():
             return []
-        try:
-            return [MetricRow.from_json(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-        except ValueError as exc:
-            raise RunDirError(
-                f"{path} holds a line that is not a metrics row: {exc}", "restore it from a backup"
-            ) from None
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = text.split("\n")
+        torn = lines.pop()  # after the last newline: empty, unless the last write was cut short
+        out = []
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                out.append((line, _row(path, number, line)))
+        # half a line: the round it belongs to was cut off, and is re-run on resume
+        with contextlib.suppress(ValueError):
+            if torn.strip():
+                out.append((torn, MetricRow.from_json(json.loads(torn))))
+        return out
 
     # Observer interface -------------------------------------------------------------
     def on_round_start(self, round: int, silos: Sequence[str]) -> None:
@@ -106,11 +115,11 @@ class RunDir:
         pass
 
     def on_metrics(self, row: MetricRow) -> None:
-        if self._metrics is None:
-            self._metrics = (self.path / METRICS).open("a")
-        line = json.dumps(row.at(round(time.time(), 3)).to_json(), default=_json_default)
-        self._metrics.write(line + "\n")
-        self._metrics.flush()
+        line = dumps(row.at(round(time.time(), 3)).to_json()) + "\n"
+        with writing(self.path / METRICS):
+            if self._metrics is None:
+                self._metrics = (self.path / METRICS).open("ab", buffering=0)
+            append_whole(self._metrics, line.encode())
 
     def on_round_end(self, round: int, rows: Sequence[MetricRow]) -> None:
         pass
@@ -124,18 +133,26 @@ class RunDir:
     def write_samples(self, name: str, png: bytes) -> str:
         """Save a sample grid as ``samples/<name>.png``; returns its path relative to the run folder."""
         folder = self.path / SAMPLES
-        folder.mkdir(exist_ok=True)
-        (folder / f"{name}.png").write_bytes(png)
+        with writing(folder):
+            folder.mkdir(exist_ok=True)
+        write_atomic(folder / f"{name}.png", png)
         return f"{SAMPLES}/{name}.png"
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
-        path = self.path / SUMMARY
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
-        tmp.replace(path)
-        return path
+        """``summary.json``; a value that is not finite (a diverged loss) is written as null."""
+        return write_atomic(self.path / SUMMARY, dumps(finite_or_none(dict(summary)), indent=2))
 
     def close(self) -> None:
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
+
+
+def _row(path: Path, number: int, line: str) -> MetricRow:
+    try:
+        return MetricRow.from_json(json.loads(line))
+    except ValueError as exc:
+        raise RunDirError(
+            f"{path}, line {number}, is not a metrics row: {exc}",
+            "restore the file from a backup (or delete that line, losing its row)",
+        ) from None

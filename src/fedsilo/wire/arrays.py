@@ -8,6 +8,7 @@ memory) so that a model can be broadcast once and read as zero-copy views.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,10 +17,34 @@ from pathlib import Path
 import numpy as np
 import safetensors.numpy as st
 
+from fedsilo.wire.files import write_atomic
+
 ArrayDict = dict[str, np.ndarray]
 
 
 ORDER_KEY = "fedsilo.order"  # safetensors sorts tensors by name; the model's own order is kept here
+DIGEST_KEY = "fedsilo.digest"  # a file's SHA-256 over its arrays and metadata (see digest)
+
+
+class Damaged(ValueError):
+    """A file's arrays or metadata differ from what its digest says was written."""
+
+
+def digest(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> str:
+    """SHA-256 of each array's name, dtype, shape and bytes, in order, and of ``metadata``'s items.
+
+    A file written by :func:`save_file` carries it, and :func:`load_file` checks it: one changed
+    weight or one flipped bit is found, not trained on.
+    """
+    h = hashlib.sha256()
+    for name, array in arrays.items():
+        a = np.require(array, requirements="C")
+        if a.dtype.hasobject:
+            raise TypeError(f"array {name!r} holds Python objects (dtype object), which no file can hold")
+        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
+        h.update(a.reshape(-1).view(np.uint8).data)
+    h.update(json.dumps(sorted((metadata or {}).items())).encode())
+    return h.hexdigest()
 
 
 def _prepare(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None) -> tuple[ArrayDict, dict[str, str]]:
@@ -100,17 +125,24 @@ def views_of(buffer: bytes | bytearray | memoryview) -> ArrayDict:
 
 
 def save_file(arrays: Mapping[str, np.ndarray], path: Path, metadata: Mapping[str, str] | None = None) -> None:
-    """Write arrays to ``path`` atomically, so that a crash never leaves half a checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tensors, meta = _prepare(arrays, metadata)
-    st.save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    """Write arrays to ``path`` atomically, so that a crash never leaves half a checkpoint.
+
+    The bytes are made in memory and written by Python, so that a full disk is a
+    :class:`~fedsilo.errors.DiskFull` (safetensors' own writer reports it only as text).
+    """
+    meta = {**(metadata or {}), ORDER_KEY: json.dumps(list(arrays))}
+    write_atomic(path, to_bytes(arrays, {**meta, DIGEST_KEY: digest(arrays, meta)}))
 
 
 def load_file(path: Path) -> ArrayDict:
-    """Read a safetensors file, in the order the arrays were written."""
-    return _ordered(st.load_file(str(path)), _raw_metadata(path))
+    """Read a safetensors file, in the order the arrays were written; :class:`Damaged` if its
+    digest (when it has one: fedsilo wrote it) does not match."""
+    meta = _raw_metadata(path)
+    arrays = _ordered(st.load_file(str(path)), meta)
+    written = meta.pop(DIGEST_KEY, None)
+    if written is not None and written != digest(arrays, meta):
+        raise Damaged(f"{path}: its arrays or metadata differ from the digest they were written with")
+    return arrays
 
 
 def _raw_metadata(path: Path) -> dict[str, str]:
@@ -122,7 +154,12 @@ def _raw_metadata(path: Path) -> dict[str, str]:
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The string metadata the writer of a safetensors file gave (fedsilo's own key left out)."""
-    return {k: v for k, v in _raw_metadata(path).items() if k != ORDER_KEY}
+    return {k: v for k, v in _raw_metadata(path).items() if k not in (ORDER_KEY, DIGEST_KEY)}
+
+
+def written_digest(path: Path) -> str | None:
+    """The digest a file was written with (None: not written by fedsilo's :func:`save_file`)."""
+    return _raw_metadata(path).get(DIGEST_KEY)
 
 
 def num_bytes(arrays: Mapping[str, np.ndarray]) -> int:

@@ -9,9 +9,10 @@ A :class:`Failure` has one of four kinds, the same in every transport (:data:`FA
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -29,6 +30,12 @@ FAILURE_KINDS: tuple[FailureKind, ...] = get_args(FailureKind)
 
 #: A received update larger than this is refused outright (2 GiB; far above any spec'd model).
 DEFAULT_MAX_UPDATE_BYTES = 2 * 1024**3
+#: The most examples one reply may claim (2^40, about 10^12): a count is a weight in a mean, and
+#: even 10^6 silos at the bound sum far inside int64.
+MAX_NUM_EXAMPLES = 2**40
+#: A metric's name: a letter or ``_``, then letters, digits, spaces and ``_ . - /`` (100 at most).
+#: So a name is safe on a console, in a file, in the report and as an MLflow key.
+METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/ ]{0,99}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,19 +151,63 @@ def check_update(
         )
 
 
-def check_num_examples(silo: str, num_examples: object) -> int:
-    """A weight must be a positive integer, or a silo could dominate (or zero out) the mean."""
+def check_num_examples(silo: str, num_examples: object, minimum: int = 1) -> int:
+    """A weight must be an integer in ``[minimum, MAX_NUM_EXAMPLES]``, or a silo could dominate
+    (or zero out) the mean, or overflow the total."""
     if isinstance(num_examples, bool) or not isinstance(num_examples, int | np.integer):
         raise UpdateRejected(
             f"silo '{silo}' reported num_examples={num_examples!r}, not an integer",
             "return the number of training examples as an int",
         )
-    if num_examples <= 0:
+    if num_examples < minimum:
         raise UpdateRejected(
             f"silo '{silo}' reported num_examples={num_examples}",
             "a silo must train on at least one example",
         )
+    if num_examples > MAX_NUM_EXAMPLES:
+        raise UpdateRejected(
+            f"silo '{silo}' reported num_examples={num_examples}, over the limit of {MAX_NUM_EXAMPLES}",
+            "return the number of examples the silo actually used",
+        )
     return int(num_examples)
+
+
+def check_loss(silo: str, loss: object) -> float:
+    """An evaluation's loss: a finite number (a NaN would make the federated loss NaN)."""
+    if isinstance(loss, bool) or not isinstance(loss, int | float | np.integer | np.floating):
+        raise UpdateRejected(f"silo '{silo}' reported loss={loss!r:.50}, not a number", "return a float loss")
+    if not math.isfinite(float(loss)):
+        raise UpdateRejected(
+            f"silo '{silo}' reported loss={float(loss)}", "the silo's model diverged or its test data holds NaN"
+        )
+    return float(loss)
+
+
+def metric_problems(metrics: Mapping[Any, Any], reserved: Callable[[str], bool]) -> list[str]:
+    """Every way ``metrics`` from a silo is unacceptable: names (:data:`METRIC_NAME`, not
+    ``reserved``) and values (finite numbers)."""
+    problems = []
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not METRIC_NAME.match(name):
+            problems.append(f"metric name {name!r:.60} is not letters, digits, spaces, _ . - / (at most 100)")
+        elif reserved(name):
+            problems.append(f"metric name {name!r} is the row's own")
+        elif isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            problems.append(f"metric {name!r} is not a number ({type(value).__name__})")
+        elif not math.isfinite(float(value)):
+            problems.append(f"metric {name!r} is {float(value)}")
+    return problems
+
+
+def check_metrics(silo: str, metrics: Mapping[Any, Any], reserved: Callable[[str], bool]) -> dict[str, float]:
+    """The metrics as floats, or :class:`UpdateRejected` naming every problem."""
+    problems = metric_problems(metrics, reserved)
+    if problems:
+        raise UpdateRejected(
+            f"metrics from silo '{silo}' rejected: " + "; ".join(problems),
+            "return finite numbers under names of your own (not loss, num_examples, round, ...)",
+        )
+    return {str(k): float(v) for k, v in metrics.items()}
 
 
 def clean_metrics(metrics: Mapping[str, object]) -> dict[str, float]:
