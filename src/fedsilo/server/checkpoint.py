@@ -63,7 +63,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if meta.get("format") != FORMAT:
         raise RunDirError(f"{path} is not a fedsilo checkpoint (format {meta.get('format')!r})", DELETE_IT)
     if written_digest(path) is None:
-        raise RunDirError(f"checkpoint {path} has no digest, so it cannot be checked", DELETE_IT)
+        raise RunDirError(
+            f"checkpoint {path} has no digest, so it cannot be checked (written by an earlier fedsilo, or edited)",
+            "start the run again; a checkpoint is resumed only when its digest proves it unchanged",
+        )
     params = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}  # written order
     bad = sorted(k for k, v in params.items() if v.dtype.kind == "f" and not np.isfinite(v).all())
     if bad:  # written so (a server step overflowed): resuming would blame the silos for it
