@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -90,7 +91,11 @@ class Link:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self._target))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self._target))
+            except OSError:  # the server is gone: so is this connection
+                client.close()
+                continue
             with self._lock:
                 self._open += [client, upstream]
                 self.connections += 1
@@ -101,10 +106,11 @@ class Link:
         """Reset every connection (as a broken link does); new ones are relayed again."""
         with self._lock:
             socks, self._open = self._open, []
-        for s in socks:
+        for s in socks:  # shut down first: that wakes the relay's threads blocked reading them
             with contextlib.suppress(OSError):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                s.close()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
 
     def close(self) -> None:
         self._listener.close()

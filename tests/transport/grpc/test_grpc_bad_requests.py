@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from peers import Silo, until
 
 from fedsilo.experiment.provision import load_kit
 from fedsilo.runtime.deploy import tls_of
@@ -19,7 +20,6 @@ from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc.silo import SiloRunner, SiloSettings
 from fedsilo.wire.arrays import to_bytes
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
-from peers import Silo, until
 
 RPCS = ("Session", "Download", "Upload", "UploadStatus", "Submit", "Probe")
 
@@ -33,7 +33,7 @@ def _open_evaluation(server, silo: Silo) -> str:
 
 @pytest.mark.parametrize(
     "metrics",
-    ["[" * 20_000 + "]" * 20_000, '{"x": ' + "7" * 5000 + "}", '{"x": 1' + "0" * 400 + "}", "[1, 2]", "{\"a\": }"],
+    ["[" * 20_000 + "]" * 20_000, '{"x": ' + "7" * 5000 + "}", '{"x": 1' + "0" * 400 + "}", "[1, 2]", '{"a": }'],
     ids=["deeply nested", "5000 digits", "too large for a float", "not an object", "not JSON"],
 )
 def test_bad_metrics_are_refused_with_a_clear_status(kits: Path, server, metrics: str) -> None:

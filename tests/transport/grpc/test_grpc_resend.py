@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from peers import Link, Silo, fit_in_background, until
 
 from fedsilo.experiment.provision import load_kit
 from fedsilo.runtime.deploy import tls_of
@@ -19,7 +20,6 @@ from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc.silo import SiloRunner, SiloSettings
 from fedsilo.wire.arrays import to_bytes
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
-from peers import Link, Silo, fit_in_background, until
 
 PARAMS = {"w": np.arange(4, dtype=np.float32)}
 

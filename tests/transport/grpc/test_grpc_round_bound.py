@@ -7,6 +7,7 @@ rate, and never longer than the transfer grace; a fast upload past the deadline 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -15,18 +16,15 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from peers import Silo, fit_in_background, until
 
 from fedsilo.experiment.provision import SERVER, load_kit
 from fedsilo.runtime.deploy import credential_checker, tls_of
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc.server import GrpcServerTransport
 from fedsilo.transport.grpc.wire import CHUNK_BYTES
-try:
-    from fedsilo.transport.timing import ServerLimits
-except ImportError:  # TEMP before the fix
-    ServerLimits = None
+from fedsilo.transport.timing import ServerLimits
 from fedsilo.wire.arrays import to_bytes
-from peers import Silo, fit_in_background, until
 
 
 def _trickle(silo: Silo, task: pb.Assignment, update: bytes, size: int, pause: float, stop: threading.Event) -> None:
@@ -42,10 +40,8 @@ def _trickle(silo: Silo, task: pb.Assignment, update: bytes, size: int, pause: f
                 return
             yield pb.UploadPart(data=update[i : i + size])
 
-    try:
+    with contextlib.suppress(grpc.RpcError):
         silo.stub.Upload(parts(), metadata=silo.md, timeout=30)
-    except grpc.RpcError:
-        pass
 
 
 def _round_time(server: GrpcServerTransport, kits: Path, deadline: float, size: int, pause: float) -> tuple[float, str]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from peers import fit_in_background, until
 
 from fedsilo.errors import ConnectionFailed, RoundFailed, RunEnded
 from fedsilo.experiment.config import load_config
@@ -26,7 +27,6 @@ from fedsilo.runtime.run import run
 from fedsilo.transport.grpc.silo import SiloRunner, SiloSettings
 from fedsilo.wire.instructions import FitInstructions, TrainSettings
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
-from peers import fit_in_background, until
 
 PARAMS = {"w": np.arange(4, dtype=np.float32)}
 
