@@ -27,8 +27,6 @@ from fedsilo.errors import ChecksumMismatch, DataError, DatasetNotFound
 ENV_VAR = "FEDSILO_DATA_DIR"
 SPLITS = ("train", "val", "test")
 _CHUNK = 1 << 20
-
-
 def _cache_dir() -> Path:
     return Path.home() / ".cache" / "fedsilo" / "datasets"
 
