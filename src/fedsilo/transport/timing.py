@@ -6,10 +6,11 @@ gone for two pings is dropped from the round at once); a transfer making no prog
 ``STALL_TIMEOUT_S`` is given up. A round waits for its deadline (``server.round_timeout_s``) and,
 for an upload still arriving then, at most ``TRANSFER_GRACE_S`` longer, and only while that upload
 has averaged ``MIN_UPLOAD_RATE`` bytes a second since it began (its first second free): a valid
-silo cannot hold a round open by trickling bytes. Before anyone is known, a connection must
-finish its TLS handshake within ``HANDSHAKE_TIMEOUT_S``, and one address may hold at most
-``CONNECTIONS_PER_PEER`` connections. Once the run is over, a silo whose task is still running
-(training cannot be interrupted in its thread) exits after ``EXIT_GRACE_S``.
+silo cannot hold a round open by trickling bytes. Before anyone is known, a connection must send
+its first byte within ``HANDSHAKE_TIMEOUT_S`` and finish its TLS handshake within as long again,
+and one address may hold at most ``CONNECTIONS_PER_PEER`` connections. Once the run is over, a
+silo whose task is still running (training cannot be interrupted in its thread) exits after
+``EXIT_GRACE_S``.
 """
 
 from dataclasses import dataclass

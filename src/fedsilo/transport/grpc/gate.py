@@ -5,8 +5,8 @@ setting) and a global connection cap, but nothing per peer, and it says nothing 
 connection. So the server listens here: one address may hold at most ``per_peer`` connections
 (more are closed at once), a connection that sends nothing within ``handshake_s`` is closed, both
 are logged (a line per address at most every ``LOG_EVERY_S``), and every other connection is
-relayed to gRPC, listening on a loopback port of its own, which then holds it to the TLS
-handshake deadline. A connection waiting for its first byte costs one file descriptor and no
+relayed to gRPC, listening on a loopback port of its own, which then gives it ``handshake_s``
+more to finish its TLS handshake. A connection waiting for its first byte costs one file descriptor and no
 thread; a relayed one costs three descriptors and two threads that copy its bytes.
 """
 
@@ -161,6 +161,8 @@ class Gate:
         if now - last < LOG_EVERY_S:
             self._said[(kind, peer)] = (last, count + 1)
             return
+        if len(self._said) > 4096:  # many addresses: forget those not heard from lately
+            self._said = {k: v for k, v in self._said.items() if now - v[0] < LOG_EVERY_S}
         self._said[(kind, peer)] = (now, 0)
         self._log(line + (f" ({count} more since the last such line)" if count else ""))
 
