@@ -97,7 +97,7 @@ class TimedRunner(SiloRunner):
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         t = self.transfers
-        self.transfers = TimedTransfers(t.stub, t.metadata, t.stall_timeout_s, t.over, t.log)
+        self.transfers = TimedTransfers(t.stub, t.metadata, t.stall_timeout_s, t.over, t.log, t.cancelled)
 
 
 def kits_in(folder: Path) -> Path:

@@ -130,3 +130,7 @@ class ProtocolError(FedsiloError):
     """
 
     exit_code = 12
+
+
+class RunEnded(ConnectionFailed):
+    """The server ended the run because it failed: the silo says why and exits non-zero."""

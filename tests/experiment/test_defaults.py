@@ -69,16 +69,13 @@ def test_the_loop_waits_as_long_for_silos_as_the_yaml_says() -> None:
 
 
 def test_the_transport_waits_as_the_yaml_and_the_cli_say() -> None:
-    import inspect
-
     from fedsilo.runtime.deploy import SiloOptions
-    from fedsilo.transport.grpc.server import GrpcServerTransport
     from fedsilo.transport.grpc.silo import SiloSettings
+    from fedsilo.transport.timing import ServerLimits
 
-    server = inspect.signature(GrpcServerTransport).parameters
     yaml = ServerConfig()
-    assert server["heartbeat_s"].default == yaml.heartbeat_s
-    assert server["stall_timeout_s"].default == yaml.stall_timeout_s
+    for key in ("heartbeat_s", "stall_timeout_s", "transfer_grace_s", "min_upload_rate"):
+        assert default_of(ServerLimits, key) == getattr(yaml, key), key
     for silo in (default_of(SiloSettings, "stall_timeout_s"), default_of(SiloOptions, "stall_timeout_s")):
         assert silo == yaml.stall_timeout_s
     assert default_of(SiloSettings, "connect_timeout_s") == default_of(SiloOptions, "connect_timeout_s")

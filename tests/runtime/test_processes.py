@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedsilo.errors import RoundFailed
 from fedsilo.experiment.config import load_config
 from fedsilo.runtime.launch import run_experiment
 from fedsilo.wire.arrays import load_file, spec_of, wire_size
@@ -128,6 +129,20 @@ def test_a_killed_server_resumes_from_its_checkpoint_and_leaves_no_silo_behind(m
     final = load_file(run_dir / "model.safetensors")
     for name, value in straight.parameters.items():
         np.testing.assert_allclose(final[name], value, rtol=0, atol=1e-6)
+
+
+def test_a_failed_run_tells_each_silo_process_why_it_ended(make_experiment) -> None:
+    exp = make_experiment(extra={"server": {"heartbeat_s": 0.5}})
+    for name in "abc":
+        (exp.parent / "data" / name / "RAISE").write_text("")  # every fit fails: the run stops at round 1
+    config, text = load_config(exp)
+    with pytest.raises(RoundFailed):
+        run_in_processes(config, text)
+    logs = next(config.output.iterdir()) / "logs"
+    for name in "abc":
+        log = " ".join((logs / f"{name}.log").read_text().split())
+        assert "error: the server ended the run: the run failed on the server" in log and "RoundFailed" in log
+        assert "server closed the run" not in log  # it used to say the run was over, and exit 0
 
 
 @pytest.mark.parametrize("insecure", [False, True])

@@ -197,12 +197,17 @@ def load_kit(path: Path) -> Kit:
     )
 
 
-def kit_problems(kit: Kit, now: dt.datetime | None = None) -> list[str]:
-    """Everything wrong with a kit: its certificate's chain, validity, key and name, and file permissions."""
+def kit_certificate_problems(kit: Kit, now: dt.datetime | None = None) -> list[str]:
+    """What would fail a kit's TLS handshake: its certificate's chain, validity, key and name."""
     now = now or dt.datetime.now(dt.timezone.utc)
     labels = (str(kit.path / CA_CERT), str(kit.path / CERT), str(kit.path / KEY))
     silo = kit.name if kit.role == "silo" else None
-    problems = certificate_problems(kit.ca_pem, kit.cert_pem, kit.key_pem, labels, silo, now)
+    return certificate_problems(kit.ca_pem, kit.cert_pem, kit.key_pem, labels, silo, now)
+
+
+def kit_problems(kit: Kit, now: dt.datetime | None = None) -> list[str]:
+    """Everything wrong with a kit: its certificate's chain, validity, key and name, and file permissions."""
+    problems = kit_certificate_problems(kit, now)
     for private in (KEY, CREDENTIAL) if kit.role == "silo" else (KEY,):
         mode = (kit.path / private).stat().st_mode & 0o777
         if mode & 0o077:

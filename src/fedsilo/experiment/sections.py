@@ -12,10 +12,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from fedsilo.experiment.bounds import MAX_WORKERS, YAML_MODEL, count_field, seed_field, wait_field
+from fedsilo.experiment.bounds import MAX_WAIT_S, MAX_WORKERS, YAML_MODEL, count_field, seed_field, wait_field
 from fedsilo.experiment.defaults import default_of
 from fedsilo.server.settings import LoopSettings
-from fedsilo.transport.timing import HEARTBEAT_S, STALL_TIMEOUT_S
+from fedsilo.transport.timing import HEARTBEAT_S, MIN_UPLOAD_RATE, STALL_TIMEOUT_S, TRANSFER_GRACE_S
 from fedsilo.wire.instructions import Optimizer, TrainSettings
 
 SILO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -74,6 +74,18 @@ class ServerConfig(StrictModel):
     )
     stall_timeout_s: float = wait_field(
         STALL_TIMEOUT_S, "A transfer with no progress for this long is given up (a slow one is not)."
+    )
+    transfer_grace_s: float = Field(
+        TRANSFER_GRACE_S,
+        ge=0,
+        le=MAX_WAIT_S,
+        description="How much longer than round_timeout_s an upload still arriving may hold the round; then it is cut.",
+    )
+    min_upload_rate: float = Field(
+        MIN_UPLOAD_RATE,
+        gt=0,
+        le=1e12,
+        description="Bytes per second an upload must average since it began to be waited for past round_timeout_s.",
     )
     heartbeat_s: float = wait_field(HEARTBEAT_S, "How often the server pings each connected silo.")
     failed_rounds_allowed: int = count_field(

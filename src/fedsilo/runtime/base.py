@@ -2,7 +2,9 @@
 
 A runtime may start work before the run folder exists (the simulation's workers import the task
 and torch while the server builds its model); :meth:`Runtime.transport` is called once the run
-folder exists (kits and the silo store go in it), and :meth:`Runtime.close` always, at the end.
+folder exists (kits and the silo store go in it), and :meth:`Runtime.close` always, at the end,
+with the exception that ended the run if one did (a networked runtime tells its silos that the
+run failed, and what kind of failure it was).
 """
 
 from __future__ import annotations
@@ -23,5 +25,5 @@ class Runtime(Protocol):
     def transport(self, plan: Plan, run: RunDir) -> Transport:
         """The transport the run's server loop talks to its silos through."""
 
-    def close(self) -> None:
-        """Release processes and buffers (the transport's too); safe to call twice."""
+    def close(self, failure: BaseException | None = None) -> None:
+        """Release processes and buffers (the transport's too); safe to call twice. ``failure``: what ended the run."""

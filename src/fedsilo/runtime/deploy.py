@@ -15,20 +15,28 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from fedsilo.errors import ConfigError, KitError
+from fedsilo.errors import ConfigError, KitError, RunEnded
 from fedsilo.experiment.config import ExperimentConfig
 from fedsilo.experiment.plan import Plan
-from fedsilo.experiment.provision import KIT_FILE, Kit, credential_hash, file_sha256, load_kit
+from fedsilo.experiment.provision import (
+    KIT_FILE,
+    Kit,
+    credential_hash,
+    file_sha256,
+    kit_certificate_problems,
+    load_kit,
+)
 from fedsilo.silo.agent import SiloAgent
 from fedsilo.silo.store import SiloStore
 from fedsilo.silo.task import TaskModule
 from fedsilo.tracking.run_dir import RunDir
 from fedsilo.transport.base import Transport
 from fedsilo.transport.grpc.hub import Notify
-from fedsilo.transport.grpc.server import CheckCredential, GrpcServerTransport
+from fedsilo.transport.grpc.server import UPLOAD_ALLOWANCE, CheckCredential, GrpcServerTransport, run_end
 from fedsilo.transport.grpc.silo import Log, SiloRunner, SiloSettings, probe
 from fedsilo.transport.grpc.wire import Tls
-from fedsilo.transport.timing import CONNECT_TIMEOUT_S, STALL_TIMEOUT_S
+from fedsilo.transport.timing import CONNECT_TIMEOUT_S, STALL_TIMEOUT_S, ServerLimits
+from fedsilo.wire.arrays import spec_of, wire_size
 
 STATE = "state"  # the kit's sub-folder where a deployed silo keeps its state between rounds
 INSECURE_WARNING = (
@@ -57,6 +65,20 @@ def tls_of(kit: Kit) -> Tls:
     return Tls(kit.ca_pem, kit.cert_pem, kit.key_pem)
 
 
+def check_certificates(kit: Kit) -> None:
+    """Refuse a kit whose certificates would fail the handshake (expired, another CA), naming why.
+
+    Else the other side only sees its connection closed, and says "Socket closed".
+    """
+    problems = kit_certificate_problems(kit)
+    if problems:
+        raise KitError(
+            f"kit {kit.path}: {'; '.join(problems)}",
+            "provision a new kit (`fedsilo provision EXPERIMENT.yaml --add-silo NAME` for one silo) "
+            "and check it with `fedsilo doctor --kit KIT`",
+        )
+
+
 def server_transport(
     config: ExperimentConfig,
     kit_path: Path,
@@ -73,6 +95,7 @@ def server_transport(
             f"kit {kit_path} is for experiment '{kit.experiment}', not '{config.name}'",
             "provision kits for this experiment",
         )
+    check_certificates(kit)
     task_sha = file_sha256(config.task)
     if kit.task_sha256 and kit.task_sha256 != task_sha:
         raise KitError(
@@ -85,8 +108,12 @@ def server_transport(
         credential_checker(kit),
         None if insecure else tls_of(kit),
         task_sha256=task_sha,
-        heartbeat_s=config.server.heartbeat_s,
-        stall_timeout_s=config.server.stall_timeout_s,
+        limits=ServerLimits(
+            heartbeat_s=config.server.heartbeat_s,
+            stall_timeout_s=config.server.stall_timeout_s,
+            transfer_grace_s=config.server.transfer_grace_s,
+            min_upload_rate=config.server.min_upload_rate,
+        ),
         max_silos=max(len(config.silos), len(kit.silo_credentials or {})),
         notify=notify,
     )
@@ -106,7 +133,8 @@ class SiloOptions:
     state: Path | None = None  # what the silo keeps between rounds; default: the kit's state/ folder
 
 
-def silo_settings(kit: Kit, options: SiloOptions, task_path: Path) -> SiloSettings:
+def silo_settings(kit: Kit, options: SiloOptions, task_path: Path, max_model_bytes: int | None = None) -> SiloSettings:
+    """The runner's settings; ``max_model_bytes``: the most the silo's own model can take on the wire."""
     return SiloSettings(
         address=options.server or kit.server_address,
         name=kit.name,
@@ -115,6 +143,8 @@ def silo_settings(kit: Kit, options: SiloOptions, task_path: Path) -> SiloSettin
         task_sha256=file_sha256(task_path),
         connect_timeout_s=options.connect_timeout_s,
         stall_timeout_s=options.stall_timeout_s,
+        max_model_bytes=max_model_bytes,
+        diagnose=lambda: "; ".join(kit_certificate_problems(kit)),
     )
 
 
@@ -133,6 +163,8 @@ def run_silo(options: SiloOptions, log: Log | None = None) -> str:
     kit, task_path = silo_kit(options)
     if not Path(options.data).exists():
         raise ConfigError(f"data folder {options.data} does not exist", "pass this silo's own folder with --data")
+    if not options.insecure:
+        check_certificates(kit)
     task = TaskModule.load(task_path)
     if options.threads and "torch" in sys.modules:
         from fedsilo.client.torch import set_threads
@@ -140,9 +172,10 @@ def run_silo(options: SiloOptions, log: Log | None = None) -> str:
         set_threads(options.threads)
     store = SiloStore(options.state or Path(options.kit) / STATE)
     agent = SiloAgent(kit.name, partial(task.make_client, [Path(options.data)], 0, options.device), store)
-    done = SiloRunner(agent, silo_settings(kit, options, task_path), log).run()
+    bound = wire_size(spec_of(task.initial_parameters(0))) + UPLOAD_ALLOWANCE  # what the server's model can be
+    done = SiloRunner(agent, silo_settings(kit, options, task_path, bound), log).run()
     if done.error:
-        raise ConfigError(f"the server ended the run: {done.reason}", "see the server's output")
+        raise RunEnded(f"the server ended the run: {done.reason}", "its operator has the details in its output")
     return done.reason
 
 
@@ -205,9 +238,10 @@ class DeploymentRuntime:
             self._on_listen(self._transport)
         return self._transport
 
-    def close(self) -> None:
+    def close(self, failure: BaseException | None = None) -> None:
+        """Stop serving; the silos are told how the run ended (why, if ``failure`` ended it)."""
         if self._transport is not None:
-            self._transport.close()
+            self._transport.close(*run_end(failure))
 
 
 def worker_threads(silos: int) -> int:

@@ -28,7 +28,7 @@ from fedsilo.runtime.deploy import server_transport, worker_threads
 from fedsilo.tracking.run_dir import RunDir
 from fedsilo.transport.base import Transport
 from fedsilo.transport.grpc.hub import Notify
-from fedsilo.transport.grpc.server import GrpcServerTransport
+from fedsilo.transport.grpc.server import GrpcServerTransport, run_end
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 
 LOOPBACK = "127.0.0.1"
@@ -114,9 +114,9 @@ class ProcessesTransport:
     ) -> Iterator[ExchangeRes | Failure]:
         return self.server.exchange(step, messages, timeout, max_reply_bytes)
 
-    def close(self) -> None:
-        """Tell the silos the run is over; those still busy after a few seconds are terminated, then killed."""
-        self.server.close()
+    def close(self, reason: str = "the run is over", error: bool = False) -> None:
+        """Tell the silos the run is over (and why, if it failed); those still busy are terminated, then killed."""
+        self.server.close(reason, error)
         for signal_to_send in (None, signal.SIGTERM, signal.SIGKILL):
             deadline = time.monotonic() + 5.0
             for proc in self.procs.values():
@@ -198,6 +198,6 @@ class ProcessesRuntime:
         self._transport = start_processes(self._config, run, self._notify)
         return self._transport
 
-    def close(self) -> None:
+    def close(self, failure: BaseException | None = None) -> None:
         if self._transport is not None:
-            self._transport.close()
+            self._transport.close(*run_end(failure))

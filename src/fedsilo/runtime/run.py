@@ -80,12 +80,14 @@ def run(
 ) -> RunResult:
     """Run (or resume) ``plan`` with ``runtime``'s transport; returns the run folder, final model and summary.
 
-    ``runtime`` is closed at the end, whatever happens.
+    ``runtime`` is closed at the end, whatever happens, and told what ended the run if it failed
+    (a networked runtime tells its silos).
     """
     started = time.monotonic()
     config = plan.config
     folder: RunDir | None = None
     tracker: MlflowTracker | None = None
+    failure: BaseException | None = None
     try:
         plan.raise_if_invalid()
         if baselines and not plan.silos_here:
@@ -104,13 +106,14 @@ def run(
         watchers = [folder, *observers, *([tracker] if tracker else [])]
         result, base = _rounds(plan, runtime, folder, ckpt, watchers, baselines)
     except BaseException as exc:
+        failure = exc
         if tracker is not None:
             tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         if isinstance(exc, DiskFull) and folder is not None:
             raise resumable(exc, folder.path) from None
         raise
     finally:
-        runtime.close()
+        runtime.close(failure)
         if folder is not None:
             folder.close()
     assert folder is not None

@@ -75,7 +75,7 @@ class SimulationRuntime:
         self._inproc = InProcessTransport(agents, sampleable=[s.name for s in config.silos])
         return self._inproc
 
-    def close(self) -> None:
+    def close(self, failure: BaseException | None = None) -> None:
         for started in (self._pool, self._inproc):
             if started is not None:
                 started.close()
@@ -104,5 +104,5 @@ class RayRuntime:
         self._pool.attach(run.path / SILO_STORE)
         return self._pool
 
-    def close(self) -> None:
+    def close(self, failure: BaseException | None = None) -> None:
         self._pool.close()

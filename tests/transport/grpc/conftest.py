@@ -11,6 +11,7 @@ from fedsilo.experiment.config import load_config
 from fedsilo.experiment.provision import SERVER, load_kit, provision
 from fedsilo.runtime.deploy import credential_checker, tls_of
 from fedsilo.transport.grpc.server import GrpcServerTransport
+from fedsilo.transport.timing import ServerLimits
 
 
 @pytest.fixture
@@ -24,8 +25,7 @@ def kits(make_experiment, tmp_path: Path) -> Path:
 def server(kits: Path) -> Iterator[GrpcServerTransport]:
     """Heartbeats every 0.5 s and a 2 s stall limit keep the tests short."""
     kit = load_kit(kits / SERVER)
-    transport = GrpcServerTransport(
-        "127.0.0.1:0", "exp", credential_checker(kit), tls_of(kit), heartbeat_s=0.5, stall_timeout_s=2
-    )
+    limits = ServerLimits(heartbeat_s=0.5, stall_timeout_s=2)
+    transport = GrpcServerTransport("127.0.0.1:0", "exp", credential_checker(kit), tls_of(kit), limits=limits)
     yield transport
     transport.close()

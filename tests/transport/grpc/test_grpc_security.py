@@ -18,6 +18,7 @@ from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
 from fedsilo.transport.grpc.server import GrpcServerTransport, wait_until
 from fedsilo.transport.grpc.silo import SiloRunner, SiloSettings
 from fedsilo.transport.grpc.wire import CHANNEL_OPTIONS, CREDENTIAL_KEY, SILO_KEY, Tls, channel_credentials
+from fedsilo.transport.timing import ServerLimits
 from fedsilo.wire.instructions import FitInstructions, TrainSettings
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, FitIns, FitRes
 
@@ -158,7 +159,7 @@ def test_a_silo_refuses_a_server_whose_certificate_another_ca_signed(
         "exp",
         lambda silo, credential: True,
         Tls(real_ca, rogue.cert_pem, rogue.key_pem),
-        heartbeat_s=0.5,
+        limits=ServerLimits(heartbeat_s=0.5),
     )
     try:
         thread, outcome = start_silo(AddOne("a", 1), settings(kits, "a", impostor.port))

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$fedsilo/transport/grpc/fedsilo.proto\x12\nfedsilo.v1\".\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x13\n\x0btask_sha256\x18\x02 \x01(\t\"\xa9\x01\n\x05\x45vent\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.fedsilo.v1.WelcomeH\x00\x12,\n\nassignment\x18\x02 \x01(\x0b\x32\x16.fedsilo.v1.AssignmentH\x00\x12 \n\x04ping\x18\x03 \x01(\x0b\x32\x10.fedsilo.v1.PingH\x00\x12 \n\x04\x64one\x18\x04 \x01(\x0b\x32\x10.fedsilo.v1.DoneH\x00\x42\x06\n\x04kind\"\\\n\x07Welcome\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x13\n\x0bheartbeat_s\x18\x02 \x01(\x01\x12\x13\n\x0bserver_time\x18\x03 \x01(\x01\x12\x13\n\x0b\x63hunk_bytes\x18\x04 \x01(\r\"\xba\x01\n\nAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x13\n\x0bmodel_bytes\x18\x06 \x01(\x04\x12\x14\n\x0cmodel_sha256\x18\x07 \x01(\t\x12\x18\n\x10max_upload_bytes\x18\x08 \x01(\x04\x12\x0c\n\x04step\x18\t \x01(\t\"\x1b\n\x04Ping\x12\x13\n\x0bserver_time\x18\x01 \x01(\x01\"%\n\x04\x44one\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\x08\"3\n\x0f\x44ownloadRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"Z\n\x0cUploadHeader\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x04\"P\n\nUploadPart\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.fedsilo.v1.UploadHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"/\n\tUploadAck\x12\x10\n\x08received\x18\x01 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"&\n\rAssignmentRef\x12\x15\n\rassignment_id\x18\x01 \x01(\t\"j\n\x06Result\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x14\n\x0cnum_examples\x18\x02 \x01(\x04\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x14\n\x0cmetrics_json\x18\x04 \x01(\t\x12\x0f\n\x07\x66\x61ilure\x18\x05 \x01(\t\"-\n\tSubmitAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0e\n\x0cProbeRequest\"U\n\nProbeReply\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x13\n\x0bserver_time\x18\x02 \x01(\x01\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\r2\xec\x02\n\x0cOrchestrator\x12\x31\n\x07Session\x12\x11.fedsilo.v1.Hello\x1a\x11.fedsilo.v1.Event0\x01\x12<\n\x08\x44ownload\x12\x1b.fedsilo.v1.DownloadRequest\x1a\x11.fedsilo.v1.Chunk0\x01\x12\x39\n\x06Upload\x12\x16.fedsilo.v1.UploadPart\x1a\x15.fedsilo.v1.UploadAck(\x01\x12@\n\x0cUploadStatus\x12\x19.fedsilo.v1.AssignmentRef\x1a\x15.fedsilo.v1.UploadAck\x12\x33\n\x06Submit\x12\x12.fedsilo.v1.Result\x1a\x15.fedsilo.v1.SubmitAck\x12\x39\n\x05Probe\x12\x18.fedsilo.v1.ProbeRequest\x1a\x16.fedsilo.v1.ProbeReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$fedsilo/transport/grpc/fedsilo.proto\x12\nfedsilo.v1\".\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x13\n\x0btask_sha256\x18\x02 \x01(\t\"\xcf\x01\n\x05\x45vent\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.fedsilo.v1.WelcomeH\x00\x12,\n\nassignment\x18\x02 \x01(\x0b\x32\x16.fedsilo.v1.AssignmentH\x00\x12 \n\x04ping\x18\x03 \x01(\x0b\x32\x10.fedsilo.v1.PingH\x00\x12 \n\x04\x64one\x18\x04 \x01(\x0b\x32\x10.fedsilo.v1.DoneH\x00\x12$\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x12.fedsilo.v1.CancelH\x00\x42\x06\n\x04kind\"\\\n\x07Welcome\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x13\n\x0bheartbeat_s\x18\x02 \x01(\x01\x12\x13\n\x0bserver_time\x18\x03 \x01(\x01\x12\x13\n\x0b\x63hunk_bytes\x18\x04 \x01(\r\"\xba\x01\n\nAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x13\n\x0bmodel_bytes\x18\x06 \x01(\x04\x12\x14\n\x0cmodel_sha256\x18\x07 \x01(\t\x12\x18\n\x10max_upload_bytes\x18\x08 \x01(\x04\x12\x0c\n\x04step\x18\t \x01(\t\"\x1b\n\x04Ping\x12\x13\n\x0bserver_time\x18\x01 \x01(\x01\"%\n\x04\x44one\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\x08\"/\n\x06\x43\x61ncel\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"3\n\x0f\x44ownloadRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"Z\n\x0cUploadHeader\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x04\"P\n\nUploadPart\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.fedsilo.v1.UploadHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"/\n\tUploadAck\x12\x10\n\x08received\x18\x01 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"&\n\rAssignmentRef\x12\x15\n\rassignment_id\x18\x01 \x01(\t\"j\n\x06Result\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x14\n\x0cnum_examples\x18\x02 \x01(\x04\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x14\n\x0cmetrics_json\x18\x04 \x01(\t\x12\x0f\n\x07\x66\x61ilure\x18\x05 \x01(\t\"-\n\tSubmitAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0e\n\x0cProbeRequest\"U\n\nProbeReply\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x13\n\x0bserver_time\x18\x02 \x01(\x01\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\r2\xec\x02\n\x0cOrchestrator\x12\x31\n\x07Session\x12\x11.fedsilo.v1.Hello\x1a\x11.fedsilo.v1.Event0\x01\x12<\n\x08\x44ownload\x12\x1b.fedsilo.v1.DownloadRequest\x1a\x11.fedsilo.v1.Chunk0\x01\x12\x39\n\x06Upload\x12\x16.fedsilo.v1.UploadPart\x1a\x15.fedsilo.v1.UploadAck(\x01\x12@\n\x0cUploadStatus\x12\x19.fedsilo.v1.AssignmentRef\x1a\x15.fedsilo.v1.UploadAck\x12\x33\n\x06Submit\x12\x12.fedsilo.v1.Result\x1a\x15.fedsilo.v1.SubmitAck\x12\x39\n\x05Probe\x12\x18.fedsilo.v1.ProbeRequest\x1a\x16.fedsilo.v1.ProbeReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,35 +34,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_start=52
   _globals['_HELLO']._serialized_end=98
   _globals['_EVENT']._serialized_start=101
-  _globals['_EVENT']._serialized_end=270
-  _globals['_WELCOME']._serialized_start=272
-  _globals['_WELCOME']._serialized_end=364
-  _globals['_ASSIGNMENT']._serialized_start=367
-  _globals['_ASSIGNMENT']._serialized_end=553
-  _globals['_PING']._serialized_start=555
-  _globals['_PING']._serialized_end=582
-  _globals['_DONE']._serialized_start=584
-  _globals['_DONE']._serialized_end=621
-  _globals['_DOWNLOADREQUEST']._serialized_start=623
-  _globals['_DOWNLOADREQUEST']._serialized_end=674
-  _globals['_CHUNK']._serialized_start=676
-  _globals['_CHUNK']._serialized_end=697
-  _globals['_UPLOADHEADER']._serialized_start=699
-  _globals['_UPLOADHEADER']._serialized_end=789
-  _globals['_UPLOADPART']._serialized_start=791
-  _globals['_UPLOADPART']._serialized_end=871
-  _globals['_UPLOADACK']._serialized_start=873
-  _globals['_UPLOADACK']._serialized_end=920
-  _globals['_ASSIGNMENTREF']._serialized_start=922
-  _globals['_ASSIGNMENTREF']._serialized_end=960
-  _globals['_RESULT']._serialized_start=962
-  _globals['_RESULT']._serialized_end=1068
-  _globals['_SUBMITACK']._serialized_start=1070
-  _globals['_SUBMITACK']._serialized_end=1115
-  _globals['_PROBEREQUEST']._serialized_start=1117
-  _globals['_PROBEREQUEST']._serialized_end=1131
-  _globals['_PROBEREPLY']._serialized_start=1133
-  _globals['_PROBEREPLY']._serialized_end=1218
-  _globals['_ORCHESTRATOR']._serialized_start=1221
-  _globals['_ORCHESTRATOR']._serialized_end=1585
+  _globals['_EVENT']._serialized_end=308
+  _globals['_WELCOME']._serialized_start=310
+  _globals['_WELCOME']._serialized_end=402
+  _globals['_ASSIGNMENT']._serialized_start=405
+  _globals['_ASSIGNMENT']._serialized_end=591
+  _globals['_PING']._serialized_start=593
+  _globals['_PING']._serialized_end=620
+  _globals['_DONE']._serialized_start=622
+  _globals['_DONE']._serialized_end=659
+  _globals['_CANCEL']._serialized_start=661
+  _globals['_CANCEL']._serialized_end=708
+  _globals['_DOWNLOADREQUEST']._serialized_start=710
+  _globals['_DOWNLOADREQUEST']._serialized_end=761
+  _globals['_CHUNK']._serialized_start=763
+  _globals['_CHUNK']._serialized_end=784
+  _globals['_UPLOADHEADER']._serialized_start=786
+  _globals['_UPLOADHEADER']._serialized_end=876
+  _globals['_UPLOADPART']._serialized_start=878
+  _globals['_UPLOADPART']._serialized_end=958
+  _globals['_UPLOADACK']._serialized_start=960
+  _globals['_UPLOADACK']._serialized_end=1007
+  _globals['_ASSIGNMENTREF']._serialized_start=1009
+  _globals['_ASSIGNMENTREF']._serialized_end=1047
+  _globals['_RESULT']._serialized_start=1049
+  _globals['_RESULT']._serialized_end=1155
+  _globals['_SUBMITACK']._serialized_start=1157
+  _globals['_SUBMITACK']._serialized_end=1202
+  _globals['_PROBEREQUEST']._serialized_start=1204
+  _globals['_PROBEREQUEST']._serialized_end=1218
+  _globals['_PROBEREPLY']._serialized_start=1220
+  _globals['_PROBEREPLY']._serialized_end=1305
+  _globals['_ORCHESTRATOR']._serialized_start=1308
+  _globals['_ORCHESTRATOR']._serialized_end=1672
 # @@protoc_insertion_point(module_scope)

@@ -14,16 +14,18 @@ class Hello(_message.Message):
     def __init__(self, protocol: _Optional[int] = ..., task_sha256: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("welcome", "assignment", "ping", "done")
+    __slots__ = ("welcome", "assignment", "ping", "done", "cancel")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assignment: Assignment
     ping: Ping
     done: Done
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
+    cancel: Cancel
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("experiment", "heartbeat_s", "server_time", "chunk_bytes")
@@ -72,6 +74,14 @@ class Done(_message.Message):
     reason: str
     error: bool
     def __init__(self, reason: _Optional[str] = ..., error: _Optional[bool] = ...) -> None: ...
+
+class Cancel(_message.Message):
+    __slots__ = ("assignment_id", "reason")
+    ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    assignment_id: str
+    reason: str
+    def __init__(self, assignment_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
     __slots__ = ("model_id", "offset")

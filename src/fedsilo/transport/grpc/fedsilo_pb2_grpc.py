@@ -70,8 +70,9 @@ class OrchestratorServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Session(self, request, context):
-        """Opened by a silo and kept open; the server pushes Welcome, then Assignments and Pings, then Done.
-        Its end tells the server at once that the silo is gone.
+        """Opened by a silo and kept open; the server pushes Welcome, then Assignments, Cancels and Pings,
+        then Done. Its end tells the server at once that the silo is gone; the assignments still open
+        for the silo are pushed again on its next session (the silo skips those it is already doing).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

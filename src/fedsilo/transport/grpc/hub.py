@@ -6,6 +6,11 @@ evaluation or a secure-aggregation step) and the uploads being received. Everyth
 bounded: an assignment's upload is allocated at its declared size, which may not exceed its
 ``max_upload`` (a header over it ends the assignment as rejected), and it is freed as soon as
 its result is taken.
+
+An assignment lives until it is finished, not as long as the session it was pushed on: a silo
+that comes back on a new session (a broken link, a restarted process) is sent its open
+assignments again. Finishing one without a reply (the round gave up on it) tells the silo to drop
+it and ends the transfers still running for it, so that none holds a server thread.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from fedsilo.wire.messages import EvaluateRes, ExchangeRes, Failure, FitRes
 
 Reply = FitRes | EvaluateRes | ExchangeRes | Failure
 Notify = Callable[[str], None]
+CancelEvent = Callable[["Assignment", str], object]  # the event telling a silo to drop an assignment
 
 
 @dataclass
@@ -30,6 +36,7 @@ class Upload:
     sha256: str
     buf: bytearray
     received: int = 0
+    started: float = field(default_factory=time.monotonic)
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -52,6 +59,8 @@ class Assignment:
     last_progress: float = field(default_factory=time.monotonic)
     upload: Upload | None = None
     finished: bool = False
+    event: object = None  # what was pushed to the silo, pushed again on its next session
+    calls: list[Callable[[], object]] = field(default_factory=list)  # cancels the transfers running for it
 
 
 class Session:
@@ -63,7 +72,7 @@ class Session:
 
 
 class Hub:
-    def __init__(self, notify: Notify | None = None) -> None:
+    def __init__(self, notify: Notify | None = None, cancel_event: CancelEvent | None = None) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._left: dict[str, float] = {}
@@ -72,16 +81,20 @@ class Hub:
         self._assignments: dict[str, Assignment] = {}
         self.results: queue.Queue[tuple[str, Reply]] = queue.Queue()
         self._notify = notify or (lambda _message: None)
+        self._cancel_event = cancel_event
 
     # --- sessions -------------------------------------------------------------------------
     def open_session(self, silo: str, peer: str) -> Session:
-        """Register ``silo``'s new session; an older one of the same silo is told to end."""
+        """Register ``silo``'s new session, with its open assignments pushed again; an older one is told to end."""
         session = Session(silo, peer)
         with self._lock:
             old = self._sessions.get(silo)
             self._sessions[silo] = session
             self._left.pop(silo, None)
             self._seen.add(silo)
+            for job in self._assignments.values():
+                if job.silo == silo and not job.finished:
+                    session.events.put(job.event)
         if old is not None:
             old.events.put(None)
         self._notify(f"silo {silo} {'reconnected' if old else 'connected'} from {peer}")
@@ -142,12 +155,13 @@ class Hub:
     ) -> Assignment | None:
         """Hand ``silo`` an assignment (pushed on its session), or None when it is not connected."""
         job = Assignment(uuid.uuid4().hex, silo, kind, round, model_id, max_upload, step=step)
-        with self._lock:
+        job.event = event(job)
+        with self._lock:  # with the session's lock held, so that a new session cannot miss it
             session = self._sessions.get(silo)
             if session is None:
                 return None
             self._assignments[job.id] = job
-        session.events.put(event(job))
+            session.events.put(job.event)
         return job
 
     def assignment_for(self, silo: str, assignment_id: str) -> Assignment | str:
@@ -160,14 +174,28 @@ class Hub:
             return f"assignment {assignment_id} belongs to another silo, not to '{silo}'"
         return job
 
-    def model_for(self, silo: str, model_id: str) -> bytes | None:
-        """The model bytes, only for a silo holding an open assignment on them."""
+    def model_for(self, silo: str, model_id: str) -> tuple[Assignment, bytes] | None:
+        """The open assignment of ``silo`` on that model, and the model's bytes (None for anyone else)."""
         with self._lock:
-            if not any(
-                a.silo == silo and a.model_id == model_id and not a.finished for a in self._assignments.values()
-            ):
-                return None
-            return self._models.get(model_id)
+            for job in self._assignments.values():
+                if job.silo == silo and job.model_id == model_id and not job.finished:
+                    data = self._models.get(model_id)
+                    return None if data is None else (job, data)
+            return None
+
+    def watch(self, job: Assignment, cancel: Callable[[], object]) -> Callable[[], None]:
+        """Call ``cancel`` (a transfer's) when ``job`` is finished; returns what stops watching."""
+        with self._lock:
+            if not job.finished:
+                job.calls.append(cancel)
+                return lambda: self._unwatch(job, cancel)
+        cancel()
+        return lambda: None
+
+    def _unwatch(self, job: Assignment, cancel: Callable[[], object]) -> None:
+        with self._lock:
+            if cancel in job.calls:
+                job.calls.remove(cancel)
 
     def upload_for(self, job: Assignment, total: int, sha256: str) -> Upload:
         """The assignment's upload in progress when it is the same transfer; else a fresh one."""
@@ -177,14 +205,24 @@ class Hub:
                 up = job.upload = Upload(total, sha256, bytearray(total))
             return up
 
-    def finish(self, job: Assignment, reply: Reply | None) -> bool:
-        """Close ``job`` (its upload is freed); its reply, if any, goes to the round. False if already closed."""
+    def finish(self, job: Assignment, reply: Reply | None, why: str = "its round is over") -> bool:
+        """Close ``job`` (its upload is freed, its transfers cut); False if already closed.
+
+        Its reply, if any, goes to the round; without one the round gave up on it, and the silo is
+        told ``why`` and drops it.
+        """
         with self._lock:
             if job.finished:
                 return False
             job.finished = True
             job.upload = None
             self._assignments.pop(job.id, None)
+            calls, job.calls = job.calls, []
+            session = self._sessions.get(job.silo)
+            if reply is None and session is not None and self._cancel_event is not None:
+                session.events.put(self._cancel_event(job, why))
+        for cancel in calls:
+            cancel()
         if reply is not None:
             self.results.put((job.id, reply))
         return True

@@ -2,7 +2,10 @@
 
 The global model is serialized once per round and every selected silo downloads the same bytes;
 replies are yielded as they arrive, and a silo that disconnects or stays silent past the deadline
-becomes a Failure (a transfer still making progress is not cut off).
+becomes a Failure (an upload still arriving at a fair rate gets a bounded grace: ``deadlines.py``).
+Connections come in through the :class:`~fedsilo.transport.grpc.gate.Gate` (capped per address,
+timed until their first byte) to gRPC on a loopback port of its own (timed until TLS completes);
+requests are parsed and guarded by ``handlers.py``.
 """
 
 from __future__ import annotations
@@ -17,19 +20,21 @@ from typing import Any
 
 import grpc
 
-from fedsilo.errors import ConnectionFailed
+from fedsilo.errors import ConnectionFailed, FedsiloError
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
-from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
+from fedsilo.transport.grpc.deadlines import given_up
+from fedsilo.transport.grpc.gate import Gate, connection_budget
+from fedsilo.transport.grpc.handlers import add_to_server
 from fedsilo.transport.grpc.hub import Assignment, Hub, Notify, Reply
 from fedsilo.transport.grpc.servicer import CheckCredential, Servicer
 from fedsilo.transport.grpc.wire import SERVER_OPTIONS, Tls, server_credentials
-from fedsilo.transport.timing import HEARTBEAT_S, STALL_TIMEOUT_S
+from fedsilo.transport.timing import ServerLimits
 from fedsilo.wire.arrays import ArrayDict, to_bytes
 from fedsilo.wire.messages import EvaluateIns, EvaluateRes, ExchangeRes, Failure, FitIns, FitRes
 
 UPLOAD_ALLOWANCE = 256 * 1024  # an update's header may differ a little from the global model's
 
-__all__ = ["CheckCredential", "GrpcServerTransport", "wait_until"]
+__all__ = ["CheckCredential", "GrpcServerTransport", "ServerLimits", "run_end", "wait_until"]
 
 
 class GrpcServerTransport:
@@ -42,30 +47,45 @@ class GrpcServerTransport:
         check: CheckCredential,
         tls: Tls | None,
         task_sha256: str = "",
-        heartbeat_s: float = HEARTBEAT_S,
-        stall_timeout_s: float = STALL_TIMEOUT_S,
+        limits: ServerLimits | None = None,
         max_silos: int = 64,
         notify: Notify | None = None,
     ) -> None:
-        self.hub = Hub(notify)
-        self.heartbeat_s = heartbeat_s
-        self.stall_timeout_s = stall_timeout_s
-        self._server = grpc.server(
+        self.limits = limits = limits or ServerLimits()
+        self._notify = notify or (lambda _message: None)
+        self.hub = Hub(notify, cancel_event=_cancel_event)
+        try:
+            self._gate = Gate(address, limits.connections_per_peer, limits.handshake_timeout_s, self._notify)
+        except (OSError, ValueError) as exc:
+            raise ConnectionFailed(f"cannot listen on {address}: {exc}", "is another server using that port?") from None
+        self.port = self._gate.port
+        self._server = self._grpc_server(limits, max_silos)
+        servicer = Servicer(
+            self.hub, experiment, check, task_sha256, limits.heartbeat_s, tls is not None, self._gate.peer_of
+        )
+        add_to_server(servicer, self._server, self._notify)
+        local = "127.0.0.1:0"  # only the gate connects here
+        backend = (
+            self._server.add_insecure_port(local)
+            if tls is None
+            else self._server.add_secure_port(local, server_credentials(tls))
+        )
+        self._server.start()
+        self._gate.start(backend)
+        self._closed = False
+
+    @staticmethod
+    def _grpc_server(limits: ServerLimits, max_silos: int) -> grpc.Server:
+        options = [
+            *SERVER_OPTIONS,
+            ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout_s * 1000)),
+            ("grpc.max_allowed_incoming_connections", connection_budget()),
+        ]
+        return grpc.server(
             futures.ThreadPoolExecutor(max_workers=3 * max_silos + 8, thread_name_prefix="fedsilo-grpc"),
-            options=SERVER_OPTIONS,
+            options=options,
             maximum_concurrent_rpcs=3 * max_silos + 8,
         )
-        servicer = Servicer(self.hub, experiment, check, task_sha256, heartbeat_s, tls is not None)
-        pb_grpc.add_OrchestratorServicer_to_server(servicer, self._server)
-        try:
-            if tls is None:
-                self.port = self._server.add_insecure_port(address)
-            else:
-                self.port = self._server.add_secure_port(address, server_credentials(tls))
-        except RuntimeError as exc:
-            raise ConnectionFailed(f"cannot listen on {address}: {exc}", "is another server using that port?") from None
-        self._server.start()
-        self._closed = False
 
     def available(self) -> list[str]:
         return self.hub.connected()
@@ -159,12 +179,7 @@ class GrpcServerTransport:
             self.hub.drop_model(model_id)
 
     def _gather(self, pending: dict[str, Assignment], deadline: float) -> Iterator[Reply]:
-        """Replies as they come; a silo gone for longer than a reconnect allows, or silent past the deadline, fails.
-
-        A transfer that is still moving is not cut off at the deadline: only one that made no
-        progress for ``stall_timeout_s`` is (hospital links can be slow, and models large).
-        """
-        grace = 2 * self.heartbeat_s + 1.0
+        """Replies as they come; an assignment the round gives up on (``deadlines.given_up``) is a Failure."""
         while pending:
             try:
                 job_id, reply = self.hub.results.get(timeout=0.1)
@@ -175,13 +190,8 @@ class GrpcServerTransport:
                     yield reply
             now = time.monotonic()
             for job in list(pending.values()):
-                gone = self.hub.gone_for(job.silo)
-                failure = None
-                if gone is not None and gone > grace:
-                    failure = Failure(job.silo, "disconnected during the round", "disconnected")
-                elif now > deadline and not (job.upload and now - job.last_progress < self.stall_timeout_s):
-                    failure = Failure(job.silo, "no reply before the round's deadline", "timeout")
-                if failure is not None and self.hub.finish(job, None):
+                failure = given_up(job, now, deadline, self.hub.gone_for(job.silo), self.limits)
+                if failure is not None and self.hub.finish(job, None, failure.reason):
                     del pending[job.id]
                     yield failure
 
@@ -195,6 +205,27 @@ class GrpcServerTransport:
         for s in sessions:
             s.ended.wait(max(0.0, deadline - time.monotonic()))
         self._server.stop(grace=1.0).wait(5.0)
+        self._gate.close()
+
+
+def _cancel_event(job: Assignment, why: str) -> Any:
+    return pb.Event(cancel=pb.Cancel(assignment_id=job.id, reason=why))
+
+
+def run_end(failure: BaseException | None) -> tuple[str, bool]:
+    """What silos are told when the run ends: (reason, error).
+
+    A failure is named by its kind, not its message: the server's message may name other silos and
+    what went wrong at them, which a silo must not learn (its operator reads the server's output).
+    """
+    if failure is None:
+        return "the run is over", False
+    if isinstance(failure, KeyboardInterrupt):
+        return "the server was interrupted (it can resume the run with --resume)", True
+    if isinstance(failure, FedsiloError):
+        what = (type(failure).__doc__ or "").strip().splitlines()[0].rstrip(".")
+        return f"the run failed on the server: {what} ({type(failure).__name__}, exit code {failure.exit_code})", True
+    return f"the run failed on the server: an internal error ({type(failure).__name__})", True
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.05) -> bool:

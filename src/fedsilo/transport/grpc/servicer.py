@@ -5,7 +5,9 @@ presented (signed by the experiment's CA, or the handshake already failed), and 
 must match; a silo can only touch its own assignments. Everything a silo sends is bounded: messages
 by gRPC's size limit, an upload by its assignment's ``max_upload`` (an upload declared larger ends
 the assignment as ``rejected``, decided here and not by the silo), JSON by ``MAX_JSON_BYTES``, open
-transfers by ``TRANSFERS_PER_SILO``.
+transfers by ``TRANSFERS_PER_SILO``, and a transfer for an assignment lasts no longer than the
+assignment (finishing it cuts the call). A refusal is a :class:`~fedsilo.transport.grpc.handlers.Refused`:
+a status and one line, which ``handlers.py`` turns into the call's end.
 """
 
 from __future__ import annotations
@@ -22,26 +24,34 @@ from typing import NoReturn
 import grpc
 
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
-from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
+from fedsilo.transport.grpc.handlers import Refused
 from fedsilo.transport.grpc.hub import Assignment, Hub, Reply
 from fedsilo.transport.grpc.wire import CHUNK_BYTES, CREDENTIAL_KEY, MAX_JSON_BYTES, PROTOCOL, SILO_KEY
 from fedsilo.wire.arrays import views_of
 from fedsilo.wire.messages import EvaluateRes, ExchangeRes, Failure, FitRes, clean_metrics
 
 CheckCredential = Callable[[str, str], bool]  # (silo, credential) -> accepted
+PeerOf = Callable[[str], str]  # gRPC's name of the caller -> the address it really connects from
 TRANSFERS_PER_SILO = 2  # concurrent downloads + uploads one silo may hold open (each holds a server thread)
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    context.abort(code, message)
-    raise AssertionError("unreachable")  # context.abort raises
+    raise Refused(code, message)
 
 
-class Servicer(pb_grpc.OrchestratorServicer):
+class Servicer:
     def __init__(
-        self, hub: Hub, experiment: str, check: CheckCredential, task_sha256: str, heartbeat_s: float, tls: bool
+        self,
+        hub: Hub,
+        experiment: str,
+        check: CheckCredential,
+        task_sha256: str,
+        heartbeat_s: float,
+        tls: bool,
+        peer_of: PeerOf = str,
     ) -> None:
         self.hub = hub
+        self.peer_of = peer_of
         self.experiment = experiment
         self.check = check
         self.task_sha256 = task_sha256
@@ -104,7 +114,7 @@ class Servicer(pb_grpc.OrchestratorServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "this silo's task module differs from the server's (sha256 mismatch): use the task.py of this kit",
             )
-        session = self.hub.open_session(silo, context.peer())
+        session = self.hub.open_session(silo, self.peer_of(context.peer()))
         context.add_callback(session.ended.set)
         try:
             yield pb.Event(
@@ -131,15 +141,22 @@ class Servicer(pb_grpc.OrchestratorServicer):
 
     def Download(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:  # noqa: N802
         silo = self.identify(context)
-        data = self.hub.model_for(silo, request.model_id)
-        if data is None:
+        found = self.hub.model_for(silo, request.model_id)
+        if found is None:
             _abort(context, grpc.StatusCode.NOT_FOUND, "no open assignment of this silo uses that model (round over?)")
+        job, data = found
         if request.offset > len(data):
             _abort(context, grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} beyond {len(data)} bytes")
         view = memoryview(data)
         with self._transfer_slot(context, silo):
-            for start in range(request.offset, len(data), CHUNK_BYTES):
-                yield pb.Chunk(data=bytes(view[start : start + CHUNK_BYTES]))
+            unwatch = self.hub.watch(job, context.cancel)  # the round giving up on it ends the call
+            try:
+                for start in range(request.offset, len(data), CHUNK_BYTES):
+                    if job.finished:
+                        _abort(context, grpc.StatusCode.NOT_FOUND, "the round is over")
+                    yield pb.Chunk(data=bytes(view[start : start + CHUNK_BYTES]))
+            finally:
+                unwatch()
 
     def Upload(self, request_iterator: Iterator[pb.UploadPart], context: grpc.ServicerContext) -> pb.UploadAck:  # noqa: N802
         silo = self.identify(context)
@@ -163,6 +180,7 @@ class Servicer(pb_grpc.OrchestratorServicer):
         up = self.hub.upload_for(job, head.total_bytes, head.sha256)
         if not up.lock.acquire(blocking=False):
             _abort(context, grpc.StatusCode.ABORTED, "another upload of this assignment is in progress")
+        unwatch = self.hub.watch(job, context.cancel)  # the round giving up on it ends the call
         try:
             if head.offset != up.received:
                 return pb.UploadAck(received=up.received, complete=False)  # resume from what we hold
@@ -182,6 +200,7 @@ class Servicer(pb_grpc.OrchestratorServicer):
                 _abort(context, grpc.StatusCode.DATA_LOSS, "upload checksum mismatch")
             return pb.UploadAck(received=up.received, complete=up.complete)
         finally:
+            unwatch()
             up.lock.release()
 
     def UploadStatus(self, request: pb.AssignmentRef, context: grpc.ServicerContext) -> pb.UploadAck:  # noqa: N802
@@ -198,10 +217,7 @@ class Servicer(pb_grpc.OrchestratorServicer):
         if request.failure:
             reply = Failure(silo, " ".join(request.failure.split())[:1000])
         else:
-            try:
-                metrics = clean_metrics(json.loads(request.metrics_json or "{}"))
-            except (json.JSONDecodeError, AttributeError):
-                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "metrics_json is not a JSON object")
+            metrics = _metrics(request.metrics_json)
             if job.kind == "evaluate":
                 reply = EvaluateRes(silo, float(request.loss), int(request.num_examples), metrics)
             else:
@@ -219,6 +235,22 @@ class Servicer(pb_grpc.OrchestratorServicer):
         return pb.ProbeReply(
             experiment=self.experiment, server_time=time.time(), peer=self.identify(context), protocol=PROTOCOL
         )
+
+
+def _metrics(text: str) -> dict[str, float]:
+    """A result's metrics: a JSON object of numbers (others are dropped); anything else is refused, saying why."""
+    why = "not a JSON object"
+    try:
+        parsed = json.loads(text or "{}")
+        if isinstance(parsed, dict):
+            return clean_metrics(parsed)
+    except RecursionError:
+        why = "nested too deeply"
+    except OverflowError:
+        why = "a number too large for a float"
+    except ValueError as exc:  # invalid JSON, or an integer of more digits than Python reads
+        why = "not valid JSON" if isinstance(exc, json.JSONDecodeError) else "a number with too many digits"
+    raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"metrics_json is {why}: send a JSON object of numbers")
 
 
 def _over_size(job: Assignment, declared: int) -> str:

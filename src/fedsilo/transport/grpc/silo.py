@@ -1,30 +1,35 @@
 """The silo's side: connect out to the server, hold a session, and answer its assignments with a silo endpoint.
 
-A reader thread keeps the session open (reconnecting after a broken connection) and queues the
-assignments the server pushes; the main thread downloads the model, runs the endpoint (the user's
-training), uploads and submits. Transfers resume from the last byte the other side holds, and
-are abandoned only when they stop making progress, never after a fixed time. Whether an upload is
-too large is the server's decision: the silo always offers it, and a refusal ends the assignment.
+A reader thread keeps the session open (reconnecting after a broken connection) and hands the
+assignments the server pushes to a :class:`~fedsilo.transport.grpc.work.Worker`, which downloads
+the model, runs the endpoint (the user's training), uploads and submits, one assignment at a time.
+An assignment pushed again on a new session (after a broken link) is skipped if this process has
+it already; one the server cancels is dropped. Transfers resume from the last byte the other side
+holds, and are abandoned only when they stop making progress, never after a fixed time. Whether
+an upload is too large is the server's decision: the silo always offers it, and a refusal ends
+the assignment. The run ends with the server's Done (an error makes it a
+:class:`~fedsilo.errors.RunEnded`), or with :class:`~fedsilo.errors.ConnectionFailed` when the
+server cannot be reached or is gone for good.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
-from fedsilo.errors import ConnectionFailed, ProtocolError
+from fedsilo.errors import ConnectionFailed
 from fedsilo.transport.base import SiloEndpoint
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc import fedsilo_pb2_grpc as pb_grpc
-from fedsilo.transport.grpc.transfers import AssignmentGone, SiloTransfers, Watchdog, describe_rpc_error
+from fedsilo.transport.grpc.diagnose import hint
+from fedsilo.transport.grpc.transfers import SiloTransfers, Watchdog, describe_rpc_error
 from fedsilo.transport.grpc.wire import (
     CHANNEL_OPTIONS,
     CREDENTIAL_KEY,
@@ -33,13 +38,13 @@ from fedsilo.transport.grpc.wire import (
     Tls,
     channel_credentials,
 )
-from fedsilo.transport.timing import CONNECT_TIMEOUT_S, HEARTBEAT_S, STALL_TIMEOUT_S
-from fedsilo.wire.arrays import ArrayDict, to_bytes, views_of
-from fedsilo.wire.instructions import EvaluateInstructions, FitInstructions
-from fedsilo.wire.messages import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from fedsilo.transport.grpc.work import Worker
+from fedsilo.transport.timing import CONNECT_TIMEOUT_S, EXIT_GRACE_S, HEARTBEAT_S, STALL_TIMEOUT_S
 
 Log = Callable[[str], None]
 FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION)
+REMEMBERED = 4096  # assignment ids a silo remembers having taken (an id pushed again is skipped)
+KIT_FIX = "check the address, that the server runs, and the kit (`fedsilo doctor --kit KIT`)"
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,9 @@ class SiloSettings:
     task_sha256: str = ""
     connect_timeout_s: float = CONNECT_TIMEOUT_S
     stall_timeout_s: float = STALL_TIMEOUT_S
+    max_model_bytes: int | None = None  # the most a fit/evaluate model may take (None: not bounded)
+    exit_grace_s: float = EXIT_GRACE_S
+    diagnose: Callable[[], str] | None = field(default=None, compare=False)  # what is wrong with the kit, or ''
 
 
 def open_channel(settings: SiloSettings) -> grpc.Channel:
@@ -70,14 +78,23 @@ class SiloRunner:
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self._over = threading.Event()  # the server said the run is over: abandon work in progress
+        self._taken: OrderedDict[str, None] = OrderedDict()
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
         self.heartbeat_s = HEARTBEAT_S  # until the server says its own
-        self.transfers = SiloTransfers(self._stub, self._metadata, settings.stall_timeout_s, self._over, self.log)
+        self.transfers = SiloTransfers(
+            self._stub, self._metadata, settings.stall_timeout_s, self._over, self.log, self.cancelled
+        )
+
+    def cancelled(self, assignment_id: str) -> bool:
+        with self._lock:
+            return assignment_id in self._cancelled
 
     # --- session -------------------------------------------------------------------------
     def _session_loop(self) -> None:
         """Keep a session open; put Assignments, Done, or a ConnectionFailed in the inbox."""
         deadline = time.monotonic() + self.settings.connect_timeout_s
-        last_error = "no answer"
+        last_error, connected = "no answer", False
         while not self._stop.is_set():
             call = self._stub.Session(
                 pb.Hello(protocol=PROTOCOL, task_sha256=self.settings.task_sha256), metadata=self._metadata
@@ -86,19 +103,13 @@ class SiloRunner:
             try:
                 for event in call:
                     dog.touch()
-                    deadline = time.monotonic() + self.settings.connect_timeout_s  # we were connected
-                    kind = event.WhichOneof("kind")
-                    if kind == "welcome":
-                        self.heartbeat_s = event.welcome.heartbeat_s or self.heartbeat_s
-                        self._inbox.put(event.welcome)
-                    elif kind in ("assignment", "done"):
-                        self._inbox.put(getattr(event, kind))
-                        if kind == "done":
-                            self._over.set()
-                            return
+                    deadline, connected = time.monotonic() + self.settings.connect_timeout_s, True
+                    if self._event(event):
+                        return
             except grpc.RpcError as exc:
                 if exc.code() in FATAL:
-                    self._inbox.put(ConnectionFailed(f"the server refused this silo: {describe_rpc_error(exc)}"))
+                    refused = f"the server refused this silo: {describe_rpc_error(exc)}"
+                    self._inbox.put(ConnectionFailed(refused, KIT_FIX))
                     return
                 last_error = describe_rpc_error(exc)
             finally:
@@ -106,19 +117,47 @@ class SiloRunner:
             if self._stop.is_set():
                 return
             if time.monotonic() > deadline:
-                self._inbox.put(
-                    ConnectionFailed(
-                        f"cannot reach the server at {self.settings.address} "
-                        f"for {self.settings.connect_timeout_s:.0f}s ({last_error})",
-                        "check the address, that the server runs, and the kit (`fedsilo doctor --kit KIT`)",
-                    )
-                )
+                self._inbox.put(self._unreachable(last_error, connected))
                 return
             time.sleep(0.5)
+
+    def _event(self, event: pb.Event) -> bool:
+        """Handle one event of the session; True when it is the last (the run is over)."""
+        kind = event.WhichOneof("kind")
+        if kind == "welcome":
+            self.heartbeat_s = event.welcome.heartbeat_s or self.heartbeat_s
+            self._inbox.put(event.welcome)
+        elif kind == "cancel":
+            with self._lock:
+                _remember(self._cancelled, event.cancel.assignment_id)
+            self.log(f"assignment {event.cancel.assignment_id[:8]} cancelled by the server ({event.cancel.reason})")
+        elif kind in ("assignment", "done"):
+            self._inbox.put(getattr(event, kind))
+            if kind == "done":
+                self._over.set()
+                return True
+        return False
+
+    def _unreachable(self, last_error: str, connected: bool) -> ConnectionFailed:
+        """Why the session cannot be had, naming a TLS mix-up or the kit's problem when that is the cause."""
+        where, waited = self.settings.address, f"{self.settings.connect_timeout_s:.0f}s"
+        if connected:
+            return ConnectionFailed(
+                f"lost the server at {where}: it went away without ending the run and did not come back "
+                f"within {waited} ({last_error})",
+                "when the server is back (`fedsilo server --resume RUN_DIR --kit KIT`), start this silo again",
+            )
+        own = self.settings.diagnose() if self.settings.diagnose else ""
+        causes = [c for c in (own, hint(where, self.settings.tls, last_error)) if c]
+        because = f": {'; '.join(causes)}" if causes else ""
+        return ConnectionFailed(f"cannot reach the server at {where} for {waited} ({last_error}){because}", KIT_FIX)
 
     def run(self) -> pb.Done:
         """Serve assignments until the server says the run is over; raises ConnectionFailed if it never can."""
         reader = threading.Thread(target=self._session_loop, daemon=True, name="fedsilo-session")
+        worker = Worker(
+            self.settings.name, self.endpoint, self.transfers, self.settings.max_model_bytes, self.cancelled, self.log
+        )
         reader.start()
         try:
             while True:
@@ -128,73 +167,36 @@ class SiloRunner:
                 if isinstance(item, pb.Welcome):
                     self.log(f"connected to {self.settings.address} (experiment '{item.experiment}')")
                 elif isinstance(item, pb.Done):
+                    self._wind_down(worker)
                     return item
                 elif isinstance(item, pb.Assignment):
-                    self._handle(item)
+                    self._take(worker, item)
         finally:
             self._stop.set()
             self._channel.close()
 
-    # --- one assignment--------------------------------------------------------------------
-    def _handle(self, job: pb.Assignment) -> None:
-        if job.kind == "secagg":
-            self._handle_step(job)
+    def _take(self, worker: Worker, job: pb.Assignment) -> None:
+        """Hand ``job`` to the worker, unless this process has it already (pushed again on a new session)."""
+        if job.assignment_id in self._taken:
+            self.log(f"round {job.round}: {job.step or job.kind} sent again after a reconnect; already in hand")
             return
-        try:
-            params = views_of(self.transfers.download(job))
-            reply = self._answer(job, params)
-            del params
-            self.log(_summary(job, reply))
-            if isinstance(reply, FitRes):
-                self.transfers.upload(job, to_bytes(reply.parameters))
-                result = pb.Result(num_examples=reply.num_examples, metrics_json=json.dumps(dict(reply.metrics)))
-            elif isinstance(reply, EvaluateRes):
-                result = pb.Result(
-                    num_examples=reply.num_examples, loss=reply.loss, metrics_json=json.dumps(dict(reply.metrics))
-                )
-            else:
-                result = pb.Result(failure=reply.reason)
-            result.assignment_id = job.assignment_id
-            self.transfers.submit(result)
-        except AssignmentGone as exc:
-            self.log(f"round {job.round}: {job.kind} abandoned ({exc})")
-        except Exception as exc:  # e.g. an update that cannot be serialized: say so, and stay up for the next round
-            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-            self.log(f"round {job.round}: {job.kind} failed on this silo ({reason})")
-            with contextlib.suppress(AssignmentGone):
-                self.transfers.submit(pb.Result(assignment_id=job.assignment_id, failure=reason))
+        _remember(self._taken, job.assignment_id)
+        worker.put(job)
 
-    def _answer(self, job: pb.Assignment, params: ArrayDict) -> FitRes | EvaluateRes | Failure:
-        """The endpoint's reply, after parsing the server's instructions strictly (a typo is a failure)."""
-        try:
-            if job.kind == "fit":
-                return self.endpoint.fit(FitIns(job.round, params, FitInstructions.from_json(job.config_json)))
-            return self.endpoint.evaluate(
-                EvaluateIns(job.round, params, EvaluateInstructions.from_json(job.config_json))
+    def _wind_down(self, worker: Worker) -> None:
+        """The run is over: give the assignment in hand ``exit_grace_s``, then leave it (a thread cannot be stopped)."""
+        job = worker.current
+        if not worker.stop(self.settings.exit_grace_s) and job is not None:
+            self.log(
+                f"round {job.round}: {job.step or job.kind} still running {self.settings.exit_grace_s:g}s after "
+                "the run ended; exiting without it"
             )
-        except ProtocolError as exc:
-            return Failure(self.settings.name, exc.one_line())
 
-    def _handle_step(self, job: pb.Assignment) -> None:
-        """A secure-aggregation step: download the server's message, answer it, upload the answer."""
-        try:
-            reply = self.endpoint.exchange(job.step, bytes(self.transfers.download(job)))
-            if isinstance(reply, Failure):
-                self.log(f"secure aggregation {job.step} failed: {reply.reason}")
-                self.transfers.submit(pb.Result(assignment_id=job.assignment_id, failure=reply.reason))
-                return
-            self.transfers.upload(job, reply)
-            self.transfers.submit(pb.Result(assignment_id=job.assignment_id))
-        except AssignmentGone as exc:
-            self.log(f"secure aggregation {job.step} abandoned ({exc})")
-        except Exception as exc:  # a transfer error: the server drops this silo from the step
-            self.log(f"secure aggregation {job.step} failed on this silo ({type(exc).__name__}: {exc})")
 
-def _summary(job: pb.Assignment, reply: FitRes | EvaluateRes | Failure) -> str:
-    if isinstance(reply, Failure):
-        return f"round {job.round}: {job.kind} failed: {reply.reason}"
-    metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(reply.metrics.items())[:4])
-    return f"round {job.round}: {job.kind} on {reply.num_examples} examples {metrics}".rstrip()
+def _remember(ids: OrderedDict[str, None], assignment_id: str) -> None:
+    ids[assignment_id] = None
+    while len(ids) > REMEMBERED:
+        ids.popitem(last=False)
 
 
 def probe(settings: SiloSettings, timeout: float = 10.0) -> pb.ProbeReply:
@@ -208,9 +210,6 @@ def probe(settings: SiloSettings, timeout: float = 10.0) -> pb.ProbeReply:
             timeout=timeout,
         )
     except grpc.RpcError as exc:
-        raise ConnectionFailed(
-            f"server at {settings.address}: {describe_rpc_error(exc)}",
-            "check the address, that the server runs, and the kit (`fedsilo doctor --kit KIT`)",
-        ) from None
+        raise ConnectionFailed(f"server at {settings.address}: {describe_rpc_error(exc)}", KIT_FIX) from None
     finally:
         channel.close()

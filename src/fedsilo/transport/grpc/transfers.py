@@ -3,7 +3,8 @@
 Each transfer is retried after a broken call and resumes from the last byte the other side holds;
 it is abandoned only when it makes no progress for ``stall_timeout_s`` (a watchdog cancels a call
 that stalls), never for being slow. An answer meaning "the server no longer wants this" (the round
-ended without it, it refused the upload) ends the assignment: :class:`AssignmentGone`.
+ended without it, it refused the upload, it cancelled the assignment) ends the assignment:
+:class:`AssignmentGone`.
 """
 
 from __future__ import annotations
@@ -62,17 +63,26 @@ class SiloTransfers:
     """The transfers of one silo's assignments over ``stub``, with the silo's credentials in ``metadata``."""
 
     def __init__(
-        self, stub: Any, metadata: Sequence[tuple[str, str]], stall_timeout_s: float, over: threading.Event, log: Log
+        self,
+        stub: Any,
+        metadata: Sequence[tuple[str, str]],
+        stall_timeout_s: float,
+        over: threading.Event,
+        log: Log,
+        cancelled: Callable[[str], bool] = lambda _id: False,
     ) -> None:
         self.stub, self.metadata, self.stall_timeout_s = stub, list(metadata), stall_timeout_s
         self.over, self.log = over, log  # ``over``: the server ended the run, abandon what is in flight
+        self.cancelled = cancelled  # whether the server cancelled an assignment (by id)
 
-    def retry(self, what: str, step: Callable[[], bool], progress: Callable[[], int]) -> None:
+    def retry(self, what: str, job_id: str, step: Callable[[], bool], progress: Callable[[], int]) -> None:
         """Run ``step`` until it returns True; give up only after ``stall_timeout_s`` without progress."""
         last, last_progress = progress(), time.monotonic()
         while True:
             if self.over.is_set():
                 raise AssignmentGone("the server ended the run")
+            if self.cancelled(job_id):
+                raise AssignmentGone("the server cancelled it")
             try:
                 if step():
                     return
@@ -94,9 +104,7 @@ class SiloTransfers:
         hasher = hashlib.sha256()
 
         def step() -> bool:
-            call = self.stub.Download(
-                pb.DownloadRequest(model_id=job.model_id, offset=got[0]), metadata=self.metadata
-            )
+            call = self.stub.Download(pb.DownloadRequest(model_id=job.model_id, offset=got[0]), metadata=self.metadata)
             dog = Watchdog(call.cancel, self.stall_timeout_s)
             try:
                 for chunk in call:
@@ -111,7 +119,7 @@ class SiloTransfers:
                 dog.stop()
             return got[0] == len(buf)
 
-        self.retry("download", step, lambda: got[0])
+        self.retry("download", job.assignment_id, step, lambda: got[0])
         if hasher.hexdigest() != job.model_sha256:
             raise AssignmentGone("the downloaded model's checksum does not match")
         return buf
@@ -159,7 +167,7 @@ class SiloTransfers:
             held[0] = ack.received
             return bool(ack.complete)
 
-        self.retry("upload", step, lambda: held[0])
+        self.retry("upload", job.assignment_id, step, lambda: held[0])
 
     def submit(self, result: pb.Result) -> None:
         def step() -> bool:
@@ -168,4 +176,4 @@ class SiloTransfers:
                 raise AssignmentGone(ack.reason)
             return True
 
-        self.retry("submit", step, lambda: 0)
+        self.retry("submit", result.assignment_id, step, lambda: 0)

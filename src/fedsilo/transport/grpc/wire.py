@@ -15,6 +15,7 @@ PROTOCOL = 2  # 2: typed, strictly parsed instructions (config_json)
 CHUNK_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = CHUNK_BYTES + 64 * 1024  # one chunk plus framing; larger messages are refused by gRPC
 MAX_JSON_BYTES = 64 * 1024  # a config or metrics JSON larger than this is refused
+MAX_STEP_BYTES = 256 * 1024**2 + 8  # a secure-aggregation message a silo downloads (the protocol's own header cap)
 CREDENTIAL_KEY = "fedsilo-credential"
 SILO_KEY = "fedsilo-silo"  # only read in --insecure mode, where there is no certificate to name the silo
 
